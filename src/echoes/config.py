@@ -1,0 +1,240 @@
+"""Typed experiment configuration: YAML files plus dotted ``KEY=VALUE`` overrides.
+
+Shorthands: ``model=lstm`` sets ``model.name``, ``data=uea:BasicMotions`` sets
+``data.source``, ``learner=ridge`` sets ``learner.name``, ``tracking=false`` sets
+``tracking.enabled``. Model, learner and data sections accept the options of the
+chosen builder (checked against its signature when it is built); ``train`` and
+``tracking`` are fixed schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import EchoesError, did_you_mean
+
+
+def _shorthand(field: str):
+    def convert(cls, value: Any) -> Any:  # noqa: ARG001
+        if isinstance(value, str | bool):
+            return {field: value}
+        return value
+
+    return model_validator(mode="before")(classmethod(convert))
+
+
+class ModelConfig(BaseModel):
+    """``name`` plus the builder's hyperparameters (e.g. ``hidden_size``)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "lstm"
+    _short = _shorthand("name")
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LearnerConfig(BaseModel):
+    """``name`` (default: the model's own learner) plus the learner's options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str | None = None
+    _short = _shorthand("name")
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DataConfig(BaseModel):
+    """``source`` as KIND:NAME, the split and scaling, plus source options."""
+
+    model_config = ConfigDict(extra="allow")
+    source: str = "synthetic:motion"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    standardize: bool = True
+    seed: int = 0  # generation and split seed: the same for every model and run seed
+    _short = _shorthand("source")
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(BaseModel):
+    """Settings shared by iterative learners (gradient, e-prop)."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    restart_epochs: int = Field(10, ge=1)  # cosine: epochs to the first warm restart
+    clip_grad_norm: float | None = 1.0
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    patience: int | None = 10  # early stopping on validation accuracy; None: off
+    amp: bool = True  # mixed precision, used only on CUDA
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    eval_batch_size: int = Field(256, ge=1)
+
+
+class TrackingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite in results_dir
+    experiment: str = "echoes"
+    results_dir: str = "echoes-runs"
+    log_weights: bool = True
+    tensorboard: bool = False
+    _short = _shorthand("enabled")
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    learner: LearnerConfig = LearnerConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    seed: int = 0
+    name: str | None = None  # a label for this row in comparisons
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key → value, e.g. ``{'model.name': 'lstm', 'train.lr': 0.003}``."""
+        return flatten(self.model_dump())
+
+
+SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "learner": LearnerConfig,
+    "train": TrainConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """YAML scalars: 50 → int, 1e-3 → float, true → bool, [1,2] → list."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):  # PyYAML reads 1e-3 as a string
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = d
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str | bool):  # model: lstm → model: {name: lstm}
+            section = SECTIONS.get(part)
+            child = {_short_field(section): child} if section else {}
+        node[part] = child if isinstance(child, dict) else {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _short_field(section: type[BaseModel] | None) -> str:
+    return {ModelConfig: "name", DataConfig: "source", LearnerConfig: "name", TrackingConfig: "enabled"}.get(
+        section, "name"
+    )
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise EchoesError(f"override '{item}' must look like KEY=VALUE, e.g. train.epochs=50")
+        key, text = item.split("=", 1)
+        if not key:
+            raise EchoesError(f"override '{item}' has an empty key")
+        set_dotted(out, key.strip(), parse_value(text))
+    return out
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        elif isinstance(v, dict) and isinstance(out.get(k), str | bool) and k in SECTIONS:
+            out[k] = deep_merge({_short_field(SECTIONS[k]): out[k]}, v)
+        elif isinstance(out.get(k), dict) and isinstance(v, str | bool) and k in SECTIONS:
+            out[k] = deep_merge(out[k], {_short_field(SECTIONS[k]): v})
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise EchoesError(f"config file '{path}' not found — check the path")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise EchoesError(f"config file '{path}' is not valid YAML{where} — fix its syntax") from None
+    if not isinstance(data, dict):
+        raise EchoesError(f"config file '{path}' must hold a mapping of keys to values")
+    return data
+
+
+def build_config(raw: dict[str, Any]) -> ExperimentConfig:
+    """Validate a nested dict; errors become one line naming the key."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise config_error(e) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> ExperimentConfig:
+    raw = copy.deepcopy(base or {})
+    if path:
+        raw = deep_merge(raw, read_yaml(path))
+    raw = deep_merge(raw, parse_overrides(overrides or []))
+    return build_config(raw)
+
+
+def config_error(e: ValidationError) -> EchoesError:
+    err = e.errors()[0]
+    loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    key = ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        parent = _section_fields(loc[:-1])
+        return EchoesError(f"unknown config key '{key}' — {did_you_mean(loc[-1], parent)}")
+    value = err.get("input")
+    return EchoesError(f"config key '{key}': {err['msg'].lower()} (got {value!r})")
+
+
+def _section_fields(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        ann = field.annotation if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+    return list(model.model_fields)

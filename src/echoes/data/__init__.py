@@ -1,0 +1,94 @@
+"""Data sources, named ``KIND:NAME`` (``uea:BasicMotions``, ``npz:path.npz``...).
+
+A source is one file in this package with a function decorated by
+``@register_source("kind")``; it returns :class:`SourceData` and everything
+shared — validation split, standardisation, checks — happens here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import EchoesError
+from ..registry import Registry
+from .sequences import Dataset, Sequences, check_finite, standardize, stratified_split
+
+SOURCES = Registry("data source", "echoes.data")
+
+
+def register_source(kind: str, examples: Callable[[], list[str]] | None = None):
+    """Register ``fn(name, *, seed, **options) -> SourceData`` as ``kind:NAME``.
+
+    ``examples`` lists names that work offline (shown by ``echoes datasets``).
+    """
+
+    def decorator(fn: Callable[..., SourceData]) -> Callable[..., SourceData]:
+        fn.examples = examples  # type: ignore[attr-defined]
+        return SOURCES.register(kind)(fn)
+
+    return decorator
+
+
+@dataclass
+class SourceData:
+    """What a source returns: test and train, and validation when it has one."""
+
+    train: Sequences
+    test: Sequences
+    class_names: list[str]
+    val: Sequences | None = None
+    train_groups: np.ndarray | None = None  # keeps groups together in the val split
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_source(spec: str) -> tuple[str, str]:
+    if not isinstance(spec, str) or ":" not in spec:
+        raise EchoesError(
+            f"data source '{spec}' must look like KIND:NAME, e.g. uea:BasicMotions or "
+            f"synthetic:motion (kinds: {', '.join(SOURCES.names())})"
+        )
+    kind, name = spec.split(":", 1)
+    SOURCES.get(kind)  # unknown kind → suggestion
+    return kind, name
+
+
+def load_dataset(
+    spec: str,
+    *,
+    val_fraction: float = 0.2,
+    standardize_features: bool = True,
+    seed: int = 0,
+    **options: Any,
+) -> Dataset:
+    """Load a source and prepare train/val/test splits for any model."""
+    kind, name = parse_source(spec)
+    raw: SourceData = SOURCES.build(kind, name=name, seed=seed, **options)
+    for split_name, split in (("train", raw.train), ("test", raw.test), ("val", raw.val)):
+        if split is None:
+            continue
+        if len(split) == 0:
+            raise EchoesError(f"{spec}: the {split_name} split is empty — check the source files")
+        check_finite(split.x, f"{spec}: {split_name} data")
+    train, val = raw.train, raw.val
+    if val is None:
+        if not 0 < val_fraction < 1:
+            raise EchoesError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        tr_idx, va_idx = stratified_split(train.y, val_fraction, seed, raw.train_groups)
+        train, val = train.subset(tr_idx), train.subset(va_idx)
+    ds = Dataset(spec, train, val, raw.test, list(raw.class_names), dict(raw.info))
+    return standardize(ds) if standardize_features else ds
+
+
+__all__ = [
+    "SOURCES",
+    "Dataset",
+    "Sequences",
+    "SourceData",
+    "load_dataset",
+    "parse_source",
+    "register_source",
+]

@@ -1,0 +1,107 @@
+"""Backpropagation (through time): AdamW, schedules, clipping, early stopping, AMP."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import Dataset
+from ..metrics import flat_targets, predict
+from ..models import SequenceModel
+from ..utils import progress
+from . import EpochCallback, FitResult, register_learner
+
+
+@register_learner("gradient")
+class GradientLearner:
+    """Gradient descent on every trainable parameter (BPTT for recurrent models)."""
+
+    def __init__(self, optimizer: str = "adamw", betas: tuple[float, float] = (0.9, 0.999)) -> None:
+        if optimizer not in ("adamw", "sgd"):
+            from ..errors import EchoesError
+
+            raise EchoesError(f"learner.optimizer must be adamw or sgd, got '{optimizer}'")
+        self.optimizer = optimizer
+        self.betas = tuple(betas)
+
+    def make_optimizer(self, model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=train.lr, momentum=0.9, weight_decay=train.weight_decay)
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=self.betas)
+
+    def fit(
+        self,
+        model: SequenceModel,
+        data: Dataset,
+        train: TrainConfig,
+        *,
+        device: torch.device,
+        seed: int,
+        on_epoch: EpochCallback | None = None,
+    ) -> FitResult:
+        generator = torch.Generator().manual_seed(seed)
+        model.to(device)
+        opt = self.make_optimizer(model, train)
+        steps_per_epoch = math.ceil(len(data.train) / train.batch_size)
+        sched = None
+        if train.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=train.restart_epochs)
+        use_amp = train.amp and device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
+
+        result = FitResult()
+        best_acc, best_state, stale = -1.0, None, 0
+        for epoch in range(1, train.epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            total_loss, correct, count = 0.0, 0, 0
+            batches = progress(
+                data.train.batches(train.batch_size, shuffle=True, generator=generator, device=device),
+                total=steps_per_epoch, desc=f"epoch {epoch}/{train.epochs}", unit="batch",
+            )
+            for step, (x, lengths, y) in enumerate(batches):
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    logits, target = flat_targets(model(x, lengths), y)
+                    loss = loss_fn(logits.float(), target)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if train.clip_grad_norm:
+                    scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
+                scaler.step(opt)
+                scaler.update()
+                if sched is not None:
+                    sched.step(epoch - 1 + (step + 1) / steps_per_epoch)
+                total_loss += loss.item() * len(target)
+                correct += (logits.argmax(1) == target).sum().item()
+                count += len(target)
+            seconds = time.perf_counter() - t0
+            val = predict(model, data.val, train.eval_batch_size, device)
+            metrics = {
+                "train_loss": total_loss / max(count, 1),
+                "train_accuracy": correct / max(count, 1),
+                "val_loss": val.loss(),
+                "val_accuracy": val.accuracy,
+                "lr": opt.param_groups[0]["lr"],
+                "epoch_seconds": seconds,
+            }
+            result.history.append(metrics)
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+            if val.accuracy > best_acc:
+                best_acc, stale, result.best_epoch = val.accuracy, 0, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if train.patience is not None and stale >= train.patience:
+                    break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        return result

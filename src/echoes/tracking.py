@@ -1,0 +1,177 @@
+"""MLflow tracking: a local SQLite store by default, any tracking server when shared.
+
+The store is created (and migrated) once, before any concurrent writer, with
+:func:`ensure_store`. ``tracking=false`` gives a :class:`NullTracker` that
+accepts the same calls and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .config import TrackingConfig
+from .errors import EchoesError
+
+_ready: set[str] = set()
+
+
+def store_uri(cfg: TrackingConfig) -> str:
+    """cfg.uri, else $MLFLOW_TRACKING_URI, else sqlite:///<results_dir>/mlflow.db."""
+    if cfg.uri:
+        return cfg.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = Path(cfg.results_dir).resolve()
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    for name in ("alembic", "mlflow", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def ensure_store(uri: str) -> None:
+    """Create or upgrade the tracking store once (SQLite cannot do it concurrently)."""
+    if uri in _ready:
+        return
+    _quiet_mlflow()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:  # unreachable server, bad URI, unwritable file
+        raise EchoesError(f"cannot open MLflow store '{uri}': {str(e).splitlines()[0]} — check tracking.uri") from None
+    _ready.add(uri)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class NullTracker:
+    """Tracking turned off: every call is accepted and nothing is written."""
+
+    run_id: str | None = None
+
+    def __enter__(self) -> NullTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_dict(self, data: Any, name: str) -> None:
+        pass
+
+    def log_file(self, path: str | Path) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        pass
+
+
+class MlflowTracker(NullTracker):
+    """One MLflow run; ends FINISHED, or FAILED when the block raises."""
+
+    def __init__(self, cfg: TrackingConfig, run_name: str, tags: dict[str, Any] | None = None,
+                 parent_run_id: str | None = None, experiment: str | None = None) -> None:
+        self.uri = store_uri(cfg)
+        self.cfg = cfg
+        self.run_name = run_name
+        self.tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+        self.parent_run_id = parent_run_id
+        self.experiment = experiment or cfg.experiment
+
+    def __enter__(self) -> MlflowTracker:
+        ensure_store(self.uri)
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(self.uri)
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            artifacts = None
+            if self.uri.startswith("sqlite:///"):
+                artifacts = (Path(self.uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+            try:
+                exp_id = self.client.create_experiment(self.experiment, artifact_location=artifacts)
+            except Exception:  # created meanwhile by another worker
+                exp_id = self.client.get_experiment_by_name(self.experiment).experiment_id
+        else:
+            exp_id = exp.experiment_id
+        tags = dict(self.tags)
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        run = self.client.create_run(exp_id, run_name=self.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.client.set_terminated(self.run_id, "FAILED" if exc_type else "FINISHED")
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), now, step or 0)
+            for k, v in metrics.items()
+            if v is not None and np.isfinite(float(v))
+        ]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def log_dict(self, data: Any, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            if name.endswith((".yaml", ".yml")):
+                path.write_text(yaml.safe_dump(data, sort_keys=False))
+            elif name.endswith(".csv"):
+                np.savetxt(path, np.asarray(data), fmt="%d", delimiter=",")
+            else:
+                path.write_text(json.dumps(data, indent=2, default=str))
+            self.client.log_artifact(self.run_id, str(path))
+
+    def log_file(self, path: str | Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+
+def tracker(cfg: TrackingConfig, run_name: str, tags: dict[str, Any] | None = None,
+            parent_run_id: str | None = None, experiment: str | None = None) -> NullTracker:
+    if not cfg.enabled:
+        return NullTracker()
+    return MlflowTracker(cfg, run_name, tags, parent_run_id, experiment)
