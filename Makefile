@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean
+.PHONY: setup system-deps demo test lint clean
+
+# Debian packages the tests and generators need, installed when absent (root or sudo).
+APT_PACKAGES :=
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +18,15 @@ setup: $(BIN)/.installed
 demo: setup  ## the default comparison: configs/suites/quick.yaml
 	$(BIN)/echoes compare
 
-test: setup  ## the whole test suite
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: setup system-deps  ## the whole test suite
 	$(BIN)/python -m pytest
 
 lint: setup

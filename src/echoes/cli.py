@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list data sources and bundled datasets").set_defaults(func=cmd_datasets)
+
+    # `echoes data <command>`: tools that write datasets (generated videos, speech corpora...)
+    d = sub.add_parser("data", help="generate datasets in the layouts of real ones")
+    data_sub = d.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    del data_sub  # each generator adds its parser here
     return p
 
 
