@@ -84,7 +84,8 @@ def train(
                         "data.num_classes": ds.num_classes, "data.num_features": ds.num_features})
 
         def epoch_done(epoch: int, metrics: dict[str, float]) -> None:
-            run.log_metrics(metrics, step=epoch)
+            # curves live under epoch/…; the run's final metrics keep the plain names
+            run.log_metrics({f"epoch/{k}": v for k, v in metrics.items()}, step=epoch)
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
 

@@ -50,6 +50,7 @@ def ensure_store(uri: str) -> None:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     from mlflow.tracking import MlflowClient
 
+    _quiet_mlflow()  # mlflow resets its logger levels on import
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:  # unreachable server, bad URI, unwritable file

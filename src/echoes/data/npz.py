@@ -70,6 +70,8 @@ def npz(name: str, *, seed: int = 0) -> SourceData:  # noqa: ARG001
     path = Path(name)
     if not path.is_file():
         raise EchoesError(f"npz:{name}: file not found — check the path")
+    if not zipfile.is_zipfile(path):
+        raise EchoesError(f"npz:{name}: not a readable .npz file — save it with numpy.savez")
     try:
         npz_file = np.load(path, allow_pickle=True)
     except (OSError, ValueError, zipfile.BadZipFile):
