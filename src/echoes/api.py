@@ -59,8 +59,12 @@ def train(
     on_epoch: EpochCallback | None = None,
     parent_run_id: str | None = None,
     experiment: str | None = None,
+    tags: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate one model on one dataset; log it; return its metrics."""
+    """Train and evaluate one model on one dataset; log it; return its metrics.
+
+    ``on_epoch`` may raise :class:`~echoes.tracking.RunStopped` to end the run early on
+    purpose (a pruned sweep trial); ``tags`` are added to the run's own."""
     device = resolve_device(cfg.train.device)
     ds = dataset if dataset is not None else load_data(cfg.data)
     seed_everything(cfg.seed)
@@ -77,6 +81,7 @@ def train(
         "seed": cfg.seed,
         "label": label,
         "git_commit": git_commit(),
+        **(tags or {}),
     }
     with tracker(cfg.tracking, f"{label} · {cfg.data.source} · seed {cfg.seed}", tags,
                  parent_run_id, experiment) as run:

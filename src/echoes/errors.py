@@ -14,6 +14,10 @@ class EchoesError(Exception):
     """Bad input from the user (unknown name, malformed file, wrong type...)."""
 
 
+class SkippedFileWarning(UserWarning):
+    """An input file left out (corrupt, unreadable); the run goes on without it and counts it."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choice, or the list of choices."""
     choices = sorted(choices)

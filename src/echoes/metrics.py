@@ -88,6 +88,33 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _release_free_heap() -> None:
+    """Give freed heap pages back to the OS, so growth is visible again to RSS."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+_warmed = False
+
+
+def _warm_up() -> None:
+    """Pay torch's one-time start-up allocations (thread pools, autograd engine) before measuring,
+    so the first run of a process is not charged for them."""
+    global _warmed
+    if _warmed:
+        return
+    _warmed = True
+    layer = torch.nn.GRU(4, 4, batch_first=True)
+    opt = torch.optim.AdamW(layer.parameters())  # the first optimizer lazily imports ~150 MB of torch
+    out, _ = layer(torch.randn(2, 3, 4))
+    out.sum().backward()
+    opt.step()
+
+
 class PeakMemory:
     """Peak memory growth during a block: CUDA max allocated, else sampled RSS growth."""
 
@@ -101,6 +128,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device)
             return self
+        _warm_up()
+        _release_free_heap()
         self._start = _rss_bytes()
         self._peak = self._start
         self._stop = threading.Event()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,25 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+class RunStopped(Exception):
+    """Raised inside a tracked run to end it early on purpose (e.g. a pruned sweep trial):
+    the MLflow run ends KILLED with a ``stopped`` tag giving the reason, not FAILED."""
+
+
+def experiment_id(client: Any, uri: str, name: str) -> str:
+    """The id of experiment `name`, created if needed (artifacts beside a SQLite store)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = None
+    if uri.startswith("sqlite:///"):
+        artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifacts)
+    except Exception:  # created meanwhile by another worker
+        return client.get_experiment_by_name(name).experiment_id
+
+
 class NullTracker:
     """Tracking turned off: every call is accepted and nothing is written."""
 
@@ -110,17 +131,7 @@ class MlflowTracker(NullTracker):
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(self.uri)
-        exp = self.client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            artifacts = None
-            if self.uri.startswith("sqlite:///"):
-                artifacts = (Path(self.uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-            try:
-                exp_id = self.client.create_experiment(self.experiment, artifact_location=artifacts)
-            except Exception:  # created meanwhile by another worker
-                exp_id = self.client.get_experiment_by_name(self.experiment).experiment_id
-        else:
-            exp_id = exp.experiment_id
+        exp_id = experiment_id(self.client, self.uri, self.experiment)
         tags = dict(self.tags)
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
@@ -128,8 +139,14 @@ class MlflowTracker(NullTracker):
         self.run_id = run.info.run_id
         return self
 
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.client.set_terminated(self.run_id, "FAILED" if exc_type else "FINISHED")
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, *_: object) -> None:
+        status = "FINISHED"
+        if exc_type is not None and issubclass(exc_type, RunStopped | KeyboardInterrupt):
+            status = "KILLED"
+            self.client.set_tag(self.run_id, "stopped", str(exc) or "interrupted")
+        elif exc_type is not None:
+            status = "FAILED"
+        self.client.set_terminated(self.run_id, status)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -139,8 +156,6 @@ class MlflowTracker(NullTracker):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -171,8 +186,70 @@ class MlflowTracker(NullTracker):
         self.client.log_artifact(self.run_id, str(path))
 
 
+class TensorBoardTracker(NullTracker):
+    """Wraps another tracker and also writes TensorBoard event files: per-epoch scalars, and
+    the run's params with its final metrics in the HParams view. One folder per run under
+    ``<results_dir>/tensorboard/<experiment>/``."""
+
+    def __init__(self, inner: NullTracker, logdir: Path, run_name: str) -> None:
+        self.inner = inner
+        self.logdir = logdir
+        self.run_name = run_name
+        self.hparams: dict[str, Any] = {}
+        self.final: dict[str, float] = {}
+
+    def __enter__(self) -> TensorBoardTracker:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.inner.__enter__()
+        self.run_id = self.inner.run_id
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.run_name).strip("-")
+        suffix = self.run_id[:8] if self.run_id else time.strftime("%Y%m%d-%H%M%S")
+        self.writer = SummaryWriter(str(self.logdir / f"{slug}-{suffix}"))
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        try:
+            if self.hparams:
+                for summary in hparams(self.hparams, self.final):
+                    self.writer.file_writer.add_summary(summary)
+                for k, v in self.final.items():  # the HParams view reads metrics from scalars
+                    self.writer.add_scalar(k, v, 0)
+            self.writer.close()
+        finally:
+            self.inner.__exit__(exc_type, *exc)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.inner.log_params(params)
+        self.hparams.update({k: v if isinstance(v, int | float | str | bool) else str(v)
+                             for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.inner.log_metrics(metrics, step)
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))}
+        if step is None:  # final metrics: shown with the hyperparameters
+            self.final.update(finite)
+            return
+        for k, v in finite.items():
+            self.writer.add_scalar(k, v, step)
+
+    def log_dict(self, data: Any, name: str) -> None:
+        self.inner.log_dict(data, name)
+
+    def log_file(self, path: str | Path) -> None:
+        self.inner.log_file(path)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self.inner.set_tags(tags)
+
+
 def tracker(cfg: TrackingConfig, run_name: str, tags: dict[str, Any] | None = None,
             parent_run_id: str | None = None, experiment: str | None = None) -> NullTracker:
-    if not cfg.enabled:
-        return NullTracker()
-    return MlflowTracker(cfg, run_name, tags, parent_run_id, experiment)
+    """MLflow when enabled; TensorBoard too when ``tracking.tensorboard`` is on."""
+    inner = MlflowTracker(cfg, run_name, tags, parent_run_id, experiment) if cfg.enabled else NullTracker()
+    if cfg.tensorboard:
+        logdir = Path(cfg.results_dir) / "tensorboard" / (experiment or cfg.experiment)
+        return TensorBoardTracker(inner, logdir, run_name)
+    return inner

@@ -43,6 +43,7 @@ class SourceData:
     val: Sequences | None = None
     train_groups: np.ndarray | None = None  # keeps groups together in the val split
     info: dict[str, Any] = field(default_factory=dict)
+    standardize: bool = True  # False: keep raw values (e.g. uint8 pixels a model normalises itself)
 
 
 def parse_source(spec: str) -> tuple[str, str]:
@@ -80,7 +81,7 @@ def load_dataset(
         tr_idx, va_idx = stratified_split(train.y, val_fraction, seed, raw.train_groups)
         train, val = train.subset(tr_idx), train.subset(va_idx)
     ds = Dataset(spec, train, val, raw.test, list(raw.class_names), dict(raw.info))
-    return standardize(ds) if standardize_features else ds
+    return standardize(ds) if standardize_features and raw.standardize else ds
 
 
 __all__ = [

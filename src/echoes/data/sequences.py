@@ -42,7 +42,9 @@ class Sequences:
 
     def subset(self, idx: np.ndarray) -> Sequences:
         idx = np.asarray(idx)
-        return Sequences(np.asarray(self.x[idx]), self.lengths[idx], self.y[idx])
+        lazy = isinstance(self.x, np.memmap | RowView)  # keep big on-disk arrays on disk
+        x = RowView(self.x, idx) if lazy else np.asarray(self.x[idx])
+        return Sequences(x, self.lengths[idx], self.y[idx])
 
     def valid_labels(self) -> np.ndarray:
         """All labels that count: one per sequence, or every valid frame."""
@@ -72,6 +74,25 @@ class Sequences:
                 torch.from_numpy(lengths).to(device),
                 torch.from_numpy(np.ascontiguousarray(y)).to(device),
             )
+
+
+class RowView:
+    """Rows ``idx`` of a memory-mapped array, read from disk only when a batch asks for them."""
+
+    def __init__(self, base: np.ndarray | RowView, idx: np.ndarray) -> None:
+        self.base, self.idx = base, np.asarray(idx, dtype=np.int64)
+        self.shape = (len(self.idx), *base.shape[1:])
+        self.dtype = base.dtype
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, key):  # noqa: ANN001, ANN204 — x[rows] or x[rows, :t]
+        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        return self.base[(self.idx[rows], *rest)]
+
+    def __array__(self, dtype=None, copy=None):  # noqa: ANN001, ANN204
+        return np.asarray(self.base[self.idx], dtype=dtype)
 
 
 def pad_sequences(arrays: Sequence[np.ndarray], max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +188,8 @@ def stratified_split(
 
 
 def check_finite(x: np.ndarray, what: str) -> None:
+    if not np.issubdtype(x.dtype, np.floating):  # integers (e.g. uint8 pixels) are always finite
+        return
     bad = ~np.isfinite(x)
     if bad.any():
         raise EchoesError(
@@ -178,7 +201,7 @@ def standardize(ds: Dataset) -> Dataset:
     """Scale every feature to zero mean, unit variance using train statistics only."""
     tr = ds.train
     mask = valid_mask(tr.lengths, tr.x.shape[1])
-    valid = tr.x[mask]  # [sum(lengths), F]
+    valid = np.asarray(tr.x)[mask]  # [sum(lengths), F]
     mean = valid.mean(axis=0, dtype=np.float64)
     std = valid.std(axis=0, dtype=np.float64)
     std[std < 1e-8] = 1.0

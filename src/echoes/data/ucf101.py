@@ -1,0 +1,189 @@
+"""UCF101 action recognition, or any folder in its layout: ``ucf101:ROOT``.
+
+Layout (the official one; ``echoes data make-videos ROOT`` writes a synthetic set)::
+
+    ROOT/UCF-101/<Class>/v_<Class>_gXX_cYY.avi
+    ROOT/ucfTrainTestlist/classInd.txt             "1 ApplyEyeMakeup" (1-based, CRLF)
+    ROOT/ucfTrainTestlist/trainlist0N.txt          "ApplyEyeMakeup/v_..._g08_c01.avi 1"
+    ROOT/ucfTrainTestlist/testlist0N.txt           "ApplyEyeMakeup/v_..._g01_c01.avi" (no label)
+
+A clip's class is its folder (``HandstandPushups/`` holds ``v_HandStandPushups_*``
+files, so file names are never parsed for the class); its group ``gXX`` (one
+actor and scene) comes from the file name and keeps the validation split honest:
+a group is never split between train and validation.
+
+Each clip becomes a sequence of ``frames`` frames (``sampling`` = uniform or
+segments, see ``video/decode.py``), each a feature vector from the ``features``
+backbone — ``small_cnn`` by default (built in, no weights to fetch; 16 frames of
+64 px), or ``resnet18`` / ``resnet50`` / ``efficientnet_b3`` with ``weights``
+``imagenet`` (their default) or ``none``. Features are extracted once into a
+cache folder under ``cache_dir`` (default ``$XDG_CACHE_HOME/echoes`` or
+``~/.cache/echoes``) and memory-mapped on every later run; see ``video/cache.py``.
+
+``features=frames`` keeps the pixels instead, for end-to-end video models
+(``r2plus1d_18``, ``cnn_lstm``, ``cnn_transformer``): each frame is a flat uint8
+``3·size·size`` vector (channels, rows, columns; default size 112), stored in the
+cache as a memory-mapped array and never standardised — the model reshapes it to
+``[B, T, 3, size, size]``, normalises and augments it itself.
+
+Unreadable clips are skipped with a warning naming each one; the count is the
+run's ``skipped_files`` metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EchoesError, SkippedFileWarning
+from . import SourceData, register_source
+from .sequences import Sequences
+from .video.cache import CachedSplit, Clip, FrameSettings, build_cache
+
+GROUP = re.compile(r"_g(\d+)_c(\d+)\.\w+$", re.IGNORECASE)
+RAW_FRAMES_SIZE = 112
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise EchoesError(f"ucf101: {path} not found — ROOT must hold UCF-101/ and ucfTrainTestlist/ "
+                          "(make a synthetic set with `echoes data make-videos ROOT`)")
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_classes(lists: Path) -> list[str]:
+    """Class names in classInd.txt order (its indices are 1-based)."""
+    path = lists / "classInd.txt"
+    entries = {}
+    for n, line in enumerate(_lines(path), 1):
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise EchoesError(f"ucf101: {path} line {n} should be 'INDEX ClassName', got '{line}'")
+        entries[int(parts[0])] = parts[1]
+    if sorted(entries) != list(range(1, len(entries) + 1)):
+        raise EchoesError(f"ucf101: {path} must number its classes 1..N without gaps")
+    return [entries[i] for i in range(1, len(entries) + 1)]
+
+
+def read_split(root: Path, split: int) -> tuple[list[str], dict[str, list[Clip]]]:
+    """(class names, {"train": [Clip], "test": [Clip]}) of official split 1, 2 or 3."""
+    if split not in (1, 2, 3):
+        raise EchoesError(f"ucf101: data.split must be 1, 2 or 3, got {split!r}")
+    videos, lists = root / "UCF-101", root / "ucfTrainTestlist"
+    if not videos.is_dir():
+        raise EchoesError(f"ucf101: {videos} not found — ROOT must hold UCF-101/ and ucfTrainTestlist/ "
+                          "(make a synthetic set with `echoes data make-videos ROOT`)")
+    classes = read_classes(lists)
+    index = {name.lower(): i for i, name in enumerate(classes)}
+    out: dict[str, list[Clip]] = {}
+    for part in ("train", "test"):
+        path = lists / f"{part}list0{split}.txt"
+        clips = []
+        for n, line in enumerate(_lines(path), 1):
+            rel, *label = line.replace("\\", "/").split()
+            folder = rel.split("/")[0]
+            where = f"ucf101: {path.name} line {n}"
+            if "/" not in rel or folder.lower() not in index:
+                raise EchoesError(f"{where}: '{rel}' is not in a class folder listed in classInd.txt")
+            cls = index[folder.lower()]
+            if label and (not label[0].isdigit() or int(label[0]) != cls + 1):
+                raise EchoesError(f"{where}: label {label[0]} does not match folder {folder} "
+                                  f"(class {cls + 1} in classInd.txt)")
+            group = GROUP.search(rel)
+            if group is None:
+                raise EchoesError(f"{where}: cannot read the group from '{rel}' — names end _gXX_cYY.avi")
+            clips.append(Clip(videos / rel, rel, cls, int(group.group(1))))
+        if not clips:
+            raise EchoesError(f"ucf101: {path} lists no clips")
+        out[part] = clips
+    return classes, out
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "echoes"
+
+
+def _sequences(cached: CachedSplit) -> tuple[Sequences, np.ndarray]:
+    """A cached split as Sequences (readable clips only) and their groups."""
+    lengths = np.full(len(cached.labels), cached.x.shape[1])
+    seqs = Sequences(cached.x, lengths, cached.labels)
+    if cached.ok.all():
+        return seqs, cached.groups
+    keep = np.flatnonzero(cached.ok)
+    return seqs.subset(keep), cached.groups[keep]
+
+
+@register_source("ucf101")
+def ucf101(
+    name: str,
+    *,
+    seed: int = 0,
+    split: int = 1,
+    features: str = "small_cnn",
+    weights: str | None = None,
+    frames: int = 16,
+    size: int | None = None,
+    sampling: str = "uniform",
+    cache_dir: str | None = None,
+    device: str = "auto",
+    workers: int = 2,
+    clip_batch: int = 16,
+) -> SourceData:
+    """UCF101-layout action videos (ucf101:ROOT) as per-frame CNN features, cached once."""
+    from ..utils import resolve_device
+    from .video.backbones import backbone_info, resolve_weights
+    from .video.decode import SAMPLING
+
+    if sampling not in SAMPLING:
+        raise EchoesError(f"ucf101: data.sampling must be one of {', '.join(SAMPLING)}, got '{sampling}'")
+    if not isinstance(frames, int) or frames < 1:
+        raise EchoesError(f"ucf101: data.frames must be a positive integer, got {frames!r}")
+    raw = features == "frames"
+    if raw:
+        weights, default_size = "none", RAW_FRAMES_SIZE
+    else:
+        default_size = backbone_info(features).default_size
+        weights = resolve_weights(features, weights)
+    size = default_size if size is None else size
+    if not isinstance(size, int) or size < 8:
+        raise EchoesError(f"ucf101: data.size must be an integer of at least 8 pixels, got {size!r}")
+    root = Path(name).expanduser()
+    classes, splits = read_split(root, split)
+    settings = FrameSettings(features, weights, frames, size, sampling, seed if sampling == "segments" else 0)
+
+    # one folder per dataset copy and settings; a changed source is re-extracted in place
+    resolved = root.resolve()
+    dataset = f"{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
+    variant = f"split{split}-{features}-{weights}-{frames}x{size}-{sampling}"
+    if sampling == "segments":
+        variant += f"-seed{seed}"
+    folder = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / "ucf101" / dataset / variant
+    if not (folder / "manifest.json").exists():
+        total = sum(len(c) for c in splits.values())
+        print(f"ucf101: caching {settings.describe()} for {total} clips in {folder} "
+              "(once; later runs reuse it)", file=sys.stderr)
+    cache = build_cache(folder, splits, settings, device=resolve_device(device), workers=workers,
+                        clip_batch=clip_batch)
+    skipped = [s for part in cache.splits.values() for s in part.skipped]
+    for s in skipped:
+        warnings.warn(f"ucf101: skipped unreadable clip {s['clip']} ({s['reason']})", SkippedFileWarning,
+                      stacklevel=2)
+    train, groups = _sequences(cache.splits["train"])
+    test, _ = _sequences(cache.splits["test"])
+    info = {
+        "feature_cache": str(folder),
+        "features": settings.describe(),
+        "cache_reused": cache.reused,
+        "skipped_files": len(skipped),
+    }
+    if cache.clips_per_second is not None:
+        info["extraction_clips_per_second"] = cache.clips_per_second
+    return SourceData(train=train, test=test, class_names=classes, train_groups=groups, info=info,
+                      standardize=not raw)

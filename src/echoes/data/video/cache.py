@@ -1,0 +1,276 @@
+"""The frame-feature cache: decode and embed every clip once, memory-map it on every run.
+
+One cache folder per source × settings holds::
+
+    manifest.json        written last, atomically: settings, source fingerprint, shapes,
+                         skipped clips, throughput. Its presence means "complete".
+    train.npy, test.npy  one array per split, [clips, frames, D] float32 backbone features,
+                         or uint8 pixels [clips, frames, 3·size·size] when features=frames
+    train.index.json ... each split's clip paths, labels and groups (row order)
+    state.json           progress of an extraction still under way (gone when complete)
+    *.partial.npy        arrays still being filled
+
+Rows are written in chunks; after each chunk the array is flushed and
+``state.json`` is replaced atomically, so an interrupted extraction resumes at
+the first unfinished chunk and a partial cache is never mistaken for a complete
+one. Unreadable clips keep a row of zeros, are marked not ``ok`` and are listed
+with the reason. Decoding runs in a small thread pool one chunk ahead of the
+backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...utils import progress
+from .decode import UnreadableVideo, decode_clip
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path  # absolute
+    rel: str  # as listed, e.g. ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi
+    label: int  # 0-based
+    group: int
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """What each clip becomes: ``frames`` frames of ``size``² pixels, then a backbone (or raw pixels)."""
+
+    features: str  # backbone name, or "frames" for raw uint8 pixels
+    weights: str
+    frames: int
+    size: int
+    sampling: str
+    seed: int  # draws the training offsets of segment sampling
+
+    @property
+    def raw(self) -> bool:
+        return self.features == "frames"
+
+    def describe(self) -> str:
+        what = "raw frames" if self.raw else f"{self.features} ({self.weights})"
+        return f"{what}, {self.frames} frames of {self.size}px, {self.sampling} sampling"
+
+
+@dataclass
+class CachedSplit:
+    x: np.ndarray  # memory-mapped [clips, frames, D]
+    ok: np.ndarray  # [clips] bool: False for unreadable clips (rows of zeros)
+    labels: np.ndarray
+    groups: np.ndarray
+    skipped: list[dict[str, str]]  # {"clip": rel, "reason": ...}
+
+
+@dataclass
+class CacheResult:
+    folder: Path
+    splits: dict[str, CachedSplit]
+    reused: bool
+    clips_per_second: float | None = None  # of this extraction (None when reused)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def fingerprint(splits: dict[str, list[Clip]]) -> str:
+    """A digest of every listed clip: split, path, label, group and file size."""
+    h = hashlib.sha256()
+    for split, clips in splits.items():
+        for c in clips:
+            try:
+                size = os.stat(c.path).st_size
+            except OSError:
+                size = -1
+            h.update(f"{split}\t{c.rel}\t{c.label}\t{c.group}\t{size}\n".encode())
+    return h.hexdigest()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class FrameEmbedder:
+    """uint8 clips ``[B, T, S, S, 3]`` → what the cache stores for them."""
+
+    def __init__(self, settings: FrameSettings, device: torch.device, frame_batch: int = 256) -> None:
+        self.settings = settings
+        self.device = device
+        self.frame_batch = frame_batch
+        self.backbone = None
+        if not settings.raw:
+            from .backbones import create_backbone
+
+            self.backbone = create_backbone(settings.features, settings.weights).to(device).eval()
+
+    @property
+    def dim(self) -> int:
+        s = self.settings
+        return 3 * s.size * s.size if s.raw else self.backbone.dim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8) if self.settings.raw else np.dtype(np.float32)
+
+    @torch.no_grad()
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        b, t = clips.shape[:2]
+        chw = torch.from_numpy(clips).permute(0, 1, 4, 2, 3)  # [B, T, 3, S, S]
+        if self.settings.raw:
+            return chw.reshape(b, t, -1).numpy()
+        frames = chw.reshape(b * t, *chw.shape[2:])
+        out = [self.backbone(chunk.to(self.device).float().div_(255)).float().cpu()
+               for chunk in frames.split(self.frame_batch)]
+        return torch.cat(out).reshape(b, t, -1).numpy()
+
+
+def load_cache(folder: Path, settings: FrameSettings, fp: str) -> CacheResult | None:
+    """The complete cache in ``folder`` for these settings and source, or None."""
+    manifest = _read_json(folder / "manifest.json")
+    if not manifest or manifest.get("version") != FORMAT_VERSION:
+        return None
+    if manifest.get("settings") != asdict(settings) or manifest.get("fingerprint") != fp:
+        return None
+    splits = {}
+    for name, meta in manifest["splits"].items():
+        index = _read_json(folder / f"{name}.index.json")
+        path = folder / f"{name}.npy"
+        if index is None or not path.exists():
+            return None
+        x = np.load(path, mmap_mode="r")
+        if list(x.shape) != meta["shape"]:
+            return None
+        skipped = meta["skipped"]
+        ok = np.ones(len(x), dtype=bool)
+        ok[[s["row"] for s in skipped]] = False
+        splits[name] = CachedSplit(x, ok, np.array(index["labels"]), np.array(index["groups"]), skipped)
+    return CacheResult(folder, splits, reused=True, manifest=manifest)
+
+
+def build_cache(
+    folder: str | Path,
+    splits: dict[str, list[Clip]],
+    settings: FrameSettings,
+    *,
+    device: torch.device | str = "cpu",
+    clip_batch: int = 16,
+    workers: int = 2,
+    on_chunk: Callable[[str, int, int], None] | None = None,
+) -> CacheResult:
+    """Reuse the complete cache in ``folder``, or extract (resuming any unfinished run).
+
+    ``on_chunk(split, done, total)`` is called after each chunk is safely on disk.
+    """
+    folder = Path(folder)
+    fp = fingerprint(splits)
+    done = load_cache(folder, settings, fp)
+    if done is not None:
+        return done
+    folder.mkdir(parents=True, exist_ok=True)
+    embedder = FrameEmbedder(settings, torch.device(device))
+    s = settings
+    state = _read_json(folder / "state.json")
+    if not state or state.get("settings") != asdict(s) or state.get("fingerprint") != fp:
+        for stale in ("manifest.json", *(f"{n}{ext}" for n in splits for ext in (".npy", ".partial.npy"))):
+            (folder / stale).unlink(missing_ok=True)
+        for name, clips in splits.items():
+            _write_json(folder / f"{name}.index.json", {
+                "paths": [c.rel for c in clips], "labels": [c.label for c in clips],
+                "groups": [c.group for c in clips]})
+        state = {"settings": asdict(s), "fingerprint": fp, "done": {n: 0 for n in splits},
+                 "skipped": {n: [] for n in splits}, "seconds": 0.0, "clips": 0}
+        _write_json(folder / "state.json", state)
+
+    remaining = sum(len(c) - state["done"][n] for n, c in splits.items())
+    bar = progress(None, total=remaining, unit="clip", desc=f"features {s.features}")
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+
+    def decode(split: str, row: int, clip: Clip) -> np.ndarray | str:
+        rng = np.random.default_rng([s.seed, row])  # fixed per clip: resuming gives the same frames
+        try:
+            return decode_clip(clip.path, s.frames, s.size, sampling=s.sampling,
+                               train=split == "train", rng=rng)
+        except UnreadableVideo as e:
+            return e.reason
+
+    try:
+        for name, clips in splits.items():
+            final, partial = folder / f"{name}.npy", folder / f"{name}.partial.npy"
+            shape = (len(clips), s.frames, embedder.dim)
+            start = state["done"][name]
+            if start >= len(clips) and final.exists():
+                continue
+            if start > 0 and partial.exists():
+                x = np.load(partial, mmap_mode="r+")
+            else:
+                start, state["skipped"][name] = 0, []
+                x = np.lib.format.open_memmap(partial, mode="w+", dtype=embedder.dtype, shape=shape)
+            chunks = [range(i, min(i + clip_batch, len(clips))) for i in range(start, len(clips), clip_batch)]
+            ahead: list[Future] | None = None
+            for k, rows in enumerate(chunks):
+                t0 = time.perf_counter()
+                futures = ahead or [pool.submit(decode, name, r, clips[r]) for r in rows]
+                if k + 1 < len(chunks):  # decode the next chunk while this one is embedded
+                    ahead = [pool.submit(decode, name, r, clips[r]) for r in chunks[k + 1]]
+                decoded = [f.result() for f in futures]
+                good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
+                if good:
+                    x[[rows[i] for i in good]] = embedder(np.stack([decoded[i] for i in good]))
+                for i, d in enumerate(decoded):
+                    if isinstance(d, str):
+                        x[rows[i]] = 0
+                        state["skipped"][name].append({"row": rows[i], "clip": clips[rows[i]].rel,
+                                                       "reason": d})
+                x.flush()
+                state["done"][name] = rows[-1] + 1
+                state["clips"] += len(rows)
+                state["seconds"] += time.perf_counter() - t0
+                _write_json(folder / "state.json", state)  # only after the rows are on disk
+                bar.update(len(rows))
+                if on_chunk is not None:
+                    on_chunk(name, rows[-1] + 1, len(clips))
+            del x
+            partial.replace(final)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+
+    cps = state["clips"] / state["seconds"] if state["seconds"] > 0 else None
+    manifest = {
+        "version": FORMAT_VERSION,
+        "settings": asdict(s),
+        "description": s.describe(),
+        "fingerprint": fp,
+        "splits": {n: {"shape": [len(c), s.frames, embedder.dim], "dtype": str(embedder.dtype),
+                       "skipped": state["skipped"][n]} for n, c in splits.items()},
+        "extraction_seconds": state["seconds"],
+        "clips_per_second": cps,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    _write_json(folder / "manifest.json", manifest)  # the mark of a complete cache
+    (folder / "state.json").unlink(missing_ok=True)
+    result = load_cache(folder, settings, fp)
+    assert result is not None
+    result.reused, result.clips_per_second = False, cps
+    return result

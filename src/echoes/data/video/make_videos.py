@@ -1,0 +1,213 @@
+"""A synthetic action dataset in exactly the UCF101 layout: ``echoes data make-videos ROOT``.
+
+Writes ``ROOT/UCF-101/<Class>/v_<Class>_gXX_cYY.avi`` (MPEG-4 in AVI, like the
+real set) and ``ROOT/ucfTrainTestlist/{classInd,trainlist0N,testlist0N}.txt``
+with CRLF line endings, 1-based class indices and unlabelled test lists.
+
+Every clip shows one two-tone shape (triangle, rectangle, ellipse, kite,
+pentagon; random colours, size and orientation) over a textured background with
+still distractor shapes and pixel noise. The class is the shape's *motion*:
+moving left/right/up/down, rotating clockwise/counter-clockwise, zooming in/out.
+Positions, orientations and scales are drawn so that any single frame looks the
+same for every class, and each class has its time-reversed twin, so averaging
+frames cannot tell a direction: only the order of frames does.
+
+A group (``gXX``) shares its background, as UCF101's groups share an actor and
+scene; split N tests on its own block of groups, like the official splits.
+Everything is deterministic per seed. Files are written to a hidden staging
+folder and moved into place at the end, so an interrupted run never leaves a
+dataset that looks complete.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import EchoesError
+
+CLASSES = [
+    "MoveLeft", "MoveRight", "MoveUp", "MoveDown",
+    "RotateClockwise", "RotateCounterclockwise", "ZoomIn", "ZoomOut",
+]
+_DIRECTIONS = {"MoveLeft": (-1, 0), "MoveRight": (1, 0), "MoveUp": (0, -1), "MoveDown": (0, 1)}
+_SHAPES = {  # convex outlines in unit coordinates, vertices in angular order
+    "triangle": [(0.0, 1.0), (-0.8, -0.7), (0.8, -0.7)],
+    "rectangle": [(-1.0, -0.5), (1.0, -0.5), (1.0, 0.5), (-1.0, 0.5)],
+    "kite": [(0.0, 1.2), (-0.6, 0.0), (0.0, -0.6), (0.6, 0.0)],
+    "ellipse": [(math.cos(a), 0.55 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 20, endpoint=False)],
+    "pentagon": [(math.cos(a), 0.7 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 5, endpoint=False)],
+}
+SCALE_RANGE = (0.07, 0.2)  # shape radius, as a fraction of the frame's shorter side
+STAGING = ".make-videos-partial"
+
+
+def tested_groups(groups: int, split: int) -> range:
+    """1-based groups tested in ``split`` (1–3): UCF101 tests g01–07, g08–14, g15–21 of 25."""
+    block = max(1, min(round(groups * 7 / 25), (groups - 1) // 3))
+    return range((split - 1) * block + 1, split * block + 1)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str = "mpeg4",
+                bit_rate: int = 600_000) -> None:
+    """Encode uint8 RGB frames ``[T, H, W, 3]`` (even H, W) into a video file."""
+    import av
+
+    with av.open(str(path), "w", format=Path(path).suffix.lstrip(".") or None) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.bit_rate = bit_rate
+        stream.codec_context.thread_count = 1  # the same bytes on every machine
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth colour field with a fine grain: one per group, like a scene."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.ones((h, w, 3)) * rng.uniform(0.25, 0.75, 3)
+    for _ in range(4):
+        fx, fy = rng.uniform(-5, 5, 2)
+        wave = np.sin(2 * np.pi * (fx * xx + fy * yy) + rng.uniform(0, 2 * np.pi))
+        img += wave[..., None] * rng.uniform(0.03, 0.12, 3)
+    img += rng.normal(0, 0.05, (h, w, 1))
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def _draw(img: np.ndarray, shape: str, centre: tuple[float, float], radius: float, angle: float,
+          colours: np.ndarray) -> None:
+    """Paint a two-tone convex shape in place (pixel coordinates)."""
+    h, w = img.shape[:2]
+    c, s = math.cos(angle), math.sin(angle)
+    pts = np.array([(centre[0] + radius * (c * x - s * y), centre[1] + radius * (s * x + c * y))
+                    for x, y in _SHAPES[shape]])
+    x0, y0 = np.floor(pts.min(0)).astype(int)
+    x1, y1 = np.ceil(pts.max(0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x0 >= x1 or y0 >= y1:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
+    nxt = np.roll(pts, -1, axis=0)
+    cross = ((nxt[:, 0] - pts[:, 0])[:, None, None] * (yy - pts[:, 1, None, None])
+             - (nxt[:, 1] - pts[:, 1])[:, None, None] * (xx - pts[:, 0, None, None]))
+    inside = (cross >= 0).all(0) | (cross <= 0).all(0)
+    upper = (-(s) * (xx - centre[0]) + c * (yy - centre[1])) > 0  # which half: shows orientation
+    region = img[y0:y1, x0:x1]
+    region[inside & upper] = colours[0]
+    region[inside & ~upper] = colours[1]
+
+
+def _clip(rng: np.random.Generator, action: str, background: np.ndarray, length: int,
+          noise: float) -> np.ndarray:
+    h, w = background.shape[:2]
+    side = min(h, w)
+    left, top = (w - side) / 2, (h - side) / 2  # motion stays in the centre square (the crop)
+    lo, hi = SCALE_RANGE
+    t = np.linspace(-0.5, 0.5, length)
+    centre = rng.uniform(0.32, 0.68, 2)
+    angle = np.full(length, rng.uniform(0, 2 * np.pi))
+    radius = np.full(length, math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    pos = np.tile(centre, (length, 1))
+    if action in _DIRECTIONS:
+        pos = centre + np.outer(t * rng.uniform(0.3, 0.5), _DIRECTIONS[action])
+    elif action.startswith("Rotate"):
+        turn = rng.uniform(0.5, 1.5) * np.pi * (1 if action == "RotateClockwise" else -1)
+        angle = angle + t * turn
+    else:  # zoom between two scales at least 1.8x apart
+        ratio = math.exp(rng.uniform(math.log(1.8), math.log(hi / lo)))
+        small = math.exp(rng.uniform(math.log(lo), math.log(hi / ratio)))
+        grow = t if action == "ZoomIn" else -t
+        radius = small * ratio ** (grow + 0.5)
+    shape = str(rng.choice(list(_SHAPES)))
+    colours = rng.uniform(0, 1, (2, 3))
+    still = background * np.float32(rng.uniform(0.85, 1.15))
+    for _ in range(int(rng.integers(0, 3))):  # still distractors: only the moving shape matters
+        _draw(still, str(rng.choice(list(_SHAPES))), (left + rng.uniform(0.1, 0.9) * side,
+              top + rng.uniform(0.1, 0.9) * side), rng.uniform(lo, hi) * side, rng.uniform(0, 2 * np.pi),
+              rng.uniform(0, 1, (2, 3)))
+    video = np.empty((length, h, w, 3), dtype=np.float32)
+    for i in range(length):
+        video[i] = still
+        _draw(video[i], shape, (left + pos[i, 0] * side, top + pos[i, 1] * side), radius[i] * side,
+              angle[i], colours)
+    # uniform pixel noise with standard deviation `noise` (integer draws: 4x cheaper than Gaussian)
+    amp = max(1, round(noise * 255 * math.sqrt(3)))
+    grain = rng.integers(-amp, amp + 1, video.shape, dtype=np.int16)
+    return np.clip(video * 255 + 0.5, 0, 255).astype(np.int16).__iadd__(grain).clip(0, 255).astype(np.uint8)
+
+
+def make_videos(
+    root: str | Path,
+    *,
+    classes: int = 8,
+    groups: int = 10,
+    clips: int = 4,
+    min_frames: int = 36,
+    max_frames: int = 60,
+    width: int = 128,
+    height: int = 96,
+    fps: int = 25,
+    noise: float = 0.03,
+    seed: int = 0,
+    force: bool = False,
+    on_clip: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Write the dataset under ``root``; returns counts. See the module docstring."""
+    if not 2 <= classes <= len(CLASSES):
+        raise EchoesError(f"make-videos: classes must be between 2 and {len(CLASSES)}, got {classes}")
+    if groups < 4:
+        raise EchoesError(f"make-videos: need at least 4 groups (3 test blocks + training), got {groups}")
+    if clips < 1 or not 2 <= min_frames <= max_frames:
+        raise EchoesError("make-videos: need clips >= 1 and 2 <= min_frames <= max_frames")
+    if width % 2 or height % 2 or min(width, height) < 16:
+        raise EchoesError(f"make-videos: width and height must be even and >= 16, got {width}x{height}")
+    root = Path(root)
+    targets = [root / "UCF-101", root / "ucfTrainTestlist"]
+    if any(p.exists() for p in targets) and not force:
+        raise EchoesError(f"make-videos: {root} already holds a dataset — choose another folder or pass --force")
+    stage = root / STAGING
+    shutil.rmtree(stage, ignore_errors=True)  # left by an interrupted run
+    (stage / "ucfTrainTestlist").mkdir(parents=True)
+    t0 = time.perf_counter()
+    names = CLASSES[:classes]
+    files: dict[str, list[tuple[str, int, int]]] = {}  # class → (relative path, group, label)
+    for label, action in enumerate(names, 1):
+        (stage / "UCF-101" / action).mkdir(parents=True)
+        for g in range(1, groups + 1):
+            background = _background(np.random.default_rng([seed, 0, g]), height, width)
+            for c in range(1, clips + 1):
+                rng = np.random.default_rng([seed, label, g, c])
+                length = int(rng.integers(min_frames, max_frames + 1))
+                rel = f"{action}/v_{action}_g{g:02d}_c{c:02d}.avi"
+                write_video(stage / "UCF-101" / rel, _clip(rng, action, background, length, noise), fps)
+                files.setdefault(action, []).append((rel, g, label))
+                if on_clip is not None:
+                    on_clip()
+    lists = stage / "ucfTrainTestlist"
+    lists.joinpath("classInd.txt").write_bytes(
+        "".join(f"{i} {n}\r\n" for i, n in enumerate(names, 1)).encode())
+    counts = {}
+    for split in (1, 2, 3):
+        tested = set(tested_groups(groups, split))
+        entries = [e for action in names for e in files[action]]
+        train = "".join(f"{rel} {label}\r\n" for rel, g, label in entries if g not in tested)
+        test = "".join(f"{rel}\r\n" for rel, g, _ in entries if g in tested)
+        lists.joinpath(f"trainlist0{split}.txt").write_bytes(train.encode())
+        lists.joinpath(f"testlist0{split}.txt").write_bytes(test.encode())
+        counts[split] = (train.count("\n"), test.count("\n"))
+    for target in targets:  # move into place last: a partial dataset never looks complete
+        shutil.rmtree(target, ignore_errors=True)
+        (stage / target.name).rename(target)
+    stage.rmdir()
+    return {"root": str(root), "classes": names, "clips": classes * groups * clips,
+            "splits": counts, "seconds": time.perf_counter() - t0}

@@ -1,0 +1,264 @@
+"""Spiking LSNN: LIF and adaptive (ALIF) neurons as in Bellec et al. (Nat. Commun. 2020).
+
+Per step t, with α = exp(-dt/τ_m), ρ = exp(-dt/τ_a), κ = exp(-dt/τ_out):
+
+    v_t = α v_{t-1} + W_in x_t + W_rec z_{t-1} − v_th z_{t-1}    (reset by subtraction)
+    a_t = ρ a_{t-1} + z_{t-1}                                    (ALIF: β > 0; LIF: β = 0)
+    z_t = H(v_t − v_th − β a_t), held at 0 for ``refractory`` steps after a spike
+    ζ_t = κ ζ_{t-1} + z_t,   logits_t = W_out ζ_t + b            (leaky output readout)
+
+W_rec has no self-connections. Gradients pass through the spike by the
+pseudo-derivative ψ = γ/v_th · max(0, 1 − |v − A|/v_th) with dampening γ = 0.3;
+the reset carries no gradient (as in the paper). Trained by BPTT (``learner=gradient``)
+or online by e-prop (``learner=eprop``, the default). A firing-rate regulariser pulls
+each neuron's mean rate towards ``target_rate`` (spikes per step).
+
+``init=lmu`` sets W_in and W_rec so that the network's linearised rate dynamics
+implement a Legendre memory (Voelker et al. 2019), built the way Nengo builds a
+spiking LMU: random unit encoders (in ± pairs), gains from each neuron's own rate
+curve, least-squares decoders, W_rec = G E Ā D, W_in = G E B̄ P.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import EchoesError
+from . import register_model
+from .base import SequenceModel, last_step, step_mask
+
+DAMPENING = 0.3
+
+
+class SpikeFunction(torch.autograd.Function):
+    """Heaviside forward; triangular pseudo-derivative γ·max(0, 1−|x|) backward (x = scaled voltage)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * pseudo_derivative(x)
+
+
+def pseudo_derivative(x: torch.Tensor) -> torch.Tensor:
+    return DAMPENING * torch.clamp(1.0 - x.abs(), min=0.0)
+
+
+@dataclass
+class State:
+    v: torch.Tensor  # membrane [B,H]
+    a: torch.Tensor  # adaptation [B,H]
+    z: torch.Tensor  # spikes of the last step [B,H]
+    ref: torch.Tensor  # refractory steps left [B,H]
+
+
+class SpikingLayer(nn.Module):
+    """One recurrent population of LIF + ALIF neurons (ALIF first)."""
+
+    def __init__(self, input_size: int, hidden_size: int, *, adaptive_fraction: float, dt: float,
+                 tau_mem: float, tau_adapt: float, beta: float, threshold: float, refractory: int,
+                 generator: torch.Generator) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.alpha = math.exp(-dt / tau_mem)
+        self.rho = math.exp(-dt / tau_adapt)
+        self.threshold = threshold
+        self.refractory = refractory
+        n_adaptive = round(adaptive_fraction * hidden_size)
+        self.register_buffer("beta", torch.tensor([beta] * n_adaptive + [0.0] * (hidden_size - n_adaptive)))
+        self.register_buffer("rec_mask", 1.0 - torch.eye(hidden_size))  # no self-connections
+        self.w_in = nn.Parameter(torch.randn(hidden_size, input_size, generator=generator) / math.sqrt(input_size))
+        w_rec = torch.randn(hidden_size, hidden_size, generator=generator) / math.sqrt(hidden_size)
+        self.w_rec = nn.Parameter(w_rec * self.rec_mask)
+
+    def initial_state(self, batch: int, like: torch.Tensor) -> State:
+        zeros = like.new_zeros(batch, self.hidden_size)
+        return State(zeros, zeros, zeros, zeros)
+
+    def step(self, i_in: torch.Tensor, s: State, detach_recurrent: bool = False) -> tuple[State, torch.Tensor]:
+        """One step from the input current W_in x_t; returns the new state and the scaled voltage."""
+        z_rec = s.z.detach() if detach_recurrent else s.z
+        v = self.alpha * s.v + i_in + z_rec @ (self.w_rec * self.rec_mask).T - self.threshold * s.z.detach()
+        a = self.rho * s.a + s.z
+        x = (v - self.threshold - self.beta * a) / self.threshold
+        free = s.ref <= 0
+        z = SpikeFunction.apply(x) * free
+        ref = torch.where(z > 0, torch.full_like(s.ref, self.refractory), (s.ref - 1).clamp(min=0))
+        return State(v, a, z, ref), x * free - 2.0 * (~free)  # refractory: ψ = 0 (x far below 0)
+
+    def forward(self, x: torch.Tensor, detach_recurrent: bool = False) -> torch.Tensor:
+        """x [B,T,F] → spikes [B,T,H]."""
+        i_in = x @ self.w_in.T
+        s = self.initial_state(x.shape[0], x)
+        spikes = []
+        for t in range(x.shape[1]):
+            s, _ = self.step(i_in[:, t], s, detach_recurrent)
+            spikes.append(s.z)
+        return torch.stack(spikes, 1)
+
+
+def leaky_filter(z: torch.Tensor, kappa: float) -> torch.Tensor:
+    """ζ_t = κ ζ_{t-1} + z_t over dim 1."""
+    out, zeta = [], torch.zeros_like(z[:, 0])
+    for t in range(z.shape[1]):
+        zeta = kappa * zeta + z[:, t]
+        out.append(zeta)
+    return torch.stack(out, 1)
+
+
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence within its own length (padding stays at the end)."""
+    t = torch.arange(x.shape[1], device=x.device)[None, :]
+    lens = lengths.to(x.device)[:, None]
+    idx = torch.where(t < lens, lens - 1 - t, t)
+    return torch.gather(x, 1, idx[..., None].expand_as(x))
+
+
+class LSNN(SequenceModel):
+    """A recurrent network of LIF and ALIF spiking neurons with a leaky readout."""
+
+    family = "spiking"
+    default_learner = "eprop"
+
+    def __init__(self, input_size: int, num_classes: int, framewise: bool = False, *, hidden_size: int = 200,
+                 adaptive_fraction: float = 0.5, dt: float = 1.0, tau_mem: float = 5.0,
+                 tau_adapt: float = 50.0, tau_out: float = 3.0, beta: float = 1.8, threshold: float = 1.0,
+                 refractory: int = 1, target_rate: float = 0.05, rate_reg: float = 0.1,
+                 bidirectional: bool = False, init: str = "random", lmu_order: int = 6,
+                 lmu_theta: float = 20.0, lmu_channels: int = 4, seed: int = 0) -> None:
+        super().__init__(input_size, num_classes, framewise)
+        if not 0 <= adaptive_fraction <= 1:
+            raise EchoesError(f"lsnn: adaptive_fraction must be in [0, 1], got {adaptive_fraction}")
+        if min(dt, tau_mem, tau_adapt, tau_out, threshold) <= 0 or refractory < 0:
+            raise EchoesError("lsnn: dt, tau_mem, tau_adapt, tau_out and threshold must be > 0, refractory >= 0")
+        if init not in ("random", "lmu"):
+            raise EchoesError(f"lsnn: init must be random or lmu, got '{init}'")
+        g = torch.Generator().manual_seed(seed)
+        kw = dict(adaptive_fraction=adaptive_fraction, dt=dt, tau_mem=tau_mem, tau_adapt=tau_adapt,
+                  beta=beta, threshold=threshold, refractory=refractory, generator=g)
+        self.layers = nn.ModuleList([SpikingLayer(input_size, hidden_size, **kw)
+                                     for _ in range(2 if bidirectional else 1)])
+        if init == "lmu":
+            rng = np.random.default_rng(seed)
+            for layer in self.layers:
+                lmu_init(layer, order=lmu_order, theta=lmu_theta / dt, channels=lmu_channels, rng=rng)
+        self.kappa = math.exp(-dt / tau_out)
+        self.target_rate, self.rate_reg = target_rate, rate_reg
+        self.bidirectional = bidirectional
+        self.detach_recurrent = False  # True: autodiff gives e-prop's gradient (no recurrent paths)
+        self.readout = nn.Linear(hidden_size * len(self.layers), num_classes)
+        self._rates: torch.Tensor | None = None
+
+    def spikes(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Spike trains [B,T,H] of each direction, aligned to the input's time."""
+        out = [self.layers[0](x, self.detach_recurrent)]
+        if self.bidirectional:
+            back = self.layers[1](reverse_padded(x, lengths), self.detach_recurrent)
+            out.append(reverse_padded(back, lengths))
+        return out
+
+    def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        trains = self.spikes(x, lengths)
+        mask = step_mask(lengths.to(x.device), x.shape[1]).to(x.dtype)[..., None]
+        z = torch.cat(trains, -1)
+        self._rates = (z * mask).sum((0, 1)) / mask.sum().clamp(min=1)  # per neuron, over valid steps
+        if self.bidirectional:
+            # The backward pass reads the sequence from its end: filter in its own direction.
+            fwd = leaky_filter(trains[0], self.kappa)
+            bwd = reverse_padded(leaky_filter(reverse_padded(trains[1], lengths), self.kappa), lengths)
+            if not self.framewise:
+                return torch.cat([last_step(fwd, lengths), bwd[:, 0]], -1)
+            return torch.cat([fwd, bwd], -1)
+        return self.pick(leaky_filter(z, self.kappa), lengths)
+
+    def regularization_loss(self) -> torch.Tensor | None:
+        """rate_reg · Σ_j (mean rate_j − target)², from the last forward pass."""
+        if self._rates is None or self.rate_reg == 0:
+            return None
+        return self.rate_reg * ((self._rates - self.target_rate) ** 2).sum()
+
+
+# --- LMU-derived initialisation --------------------------------------------------------------
+
+
+def rate_curve(layer: SpikingLayer, currents: np.ndarray, adaptive: bool, steps: int = 400) -> np.ndarray:
+    """Mean spikes per step of one neuron of ``layer`` for each constant input current (steady state)."""
+    n = len(currents)
+    with torch.no_grad():
+        v = a = z = ref = torch.zeros(n, dtype=torch.float64)
+        beta = float(layer.beta.max()) if adaptive else 0.0
+        i_in = torch.tensor(currents, dtype=torch.float64)
+        count = torch.zeros(n, dtype=torch.float64)
+        for t in range(steps):
+            v = layer.alpha * v + i_in - layer.threshold * z
+            a = layer.rho * a + z
+            z = ((v - layer.threshold - beta * a) > 0).double() * (ref <= 0)
+            ref = torch.where(z > 0, torch.full_like(ref, layer.refractory), (ref - 1).clamp(min=0))
+            if t >= steps // 2:
+                count += z
+    return (count / (steps - steps // 2)).numpy()
+
+
+def lmu_init(layer: SpikingLayer, *, order: int, theta: float, channels: int, rng: np.random.Generator,
+             max_rates: tuple[float, float] = (0.2, 0.4), input_scale: float = 0.5) -> None:
+    """Set W_in, W_rec so that decoded rates follow m_t = Ā m_{t-1} + B̄ P x_t (the LMU memory of P x)."""
+    from .lmu import legendre_delay, zero_order_hold
+
+    Ab, Bb = zero_order_hold(*legendre_delay(order, theta))
+    dims = channels * order
+    h, f = layer.w_in.shape
+    if h < 2 * dims:
+        raise EchoesError(f"lsnn init=lmu needs hidden_size >= 2·lmu_channels·lmu_order = {2 * dims}, got {h}")
+    A_full, B_full = np.kron(np.eye(channels), Ab), np.kron(np.eye(channels), Bb[:, None])  # [D,D], [D,q]
+    P = input_scale * rng.standard_normal((channels, f)) / math.sqrt(f)  # u = P x
+    # Encoders: random unit vectors in ± pairs, so that the population represents every direction.
+    half = rng.standard_normal(((h + 1) // 2, dims))
+    E = np.concatenate([half, -half])[:h]
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    # Gains: the current at which each neuron's own (LIF or ALIF) rate curve reaches its max rate.
+    adaptive = (layer.beta > 0).numpy()
+    grid = np.linspace(0, 20 * layer.threshold, 801)
+    curves = {kind: np.maximum.accumulate(rate_curve(layer, grid, kind)) for kind in (False, True)}
+    target = rng.uniform(*max_rates, size=h) / (1 + layer.refractory * 0.5)
+    gain = np.array([np.interp(target[j], curves[bool(adaptive[j])], grid) for j in range(h)])
+    # Decoders: least squares from rates at sample points of the unit ball back to the point.
+    samples = rng.standard_normal((4000, dims))
+    samples *= rng.uniform(0, 1, (4000, 1)) ** (1 / dims) / np.linalg.norm(samples, axis=1, keepdims=True)
+    currents = np.clip(gain * (samples @ E.T), 0, grid[-1])
+    rates = np.empty_like(currents)
+    for kind in (False, True):
+        cols = adaptive == kind
+        rates[:, cols] = np.interp(currents[:, cols], grid, curves[kind])
+    reg = (0.1 * rates.max()) ** 2 * len(samples)
+    D = np.linalg.solve(rates.T @ rates + reg * np.eye(h), rates.T @ samples)  # [H, D]
+    w_rec = (gain[:, None] * E) @ A_full @ D.T
+    np.fill_diagonal(w_rec, 0.0)
+    w_in = (gain[:, None] * E) @ B_full @ P
+    with torch.no_grad():
+        layer.w_rec.copy_(torch.as_tensor(w_rec, dtype=layer.w_rec.dtype))
+        layer.w_in.copy_(torch.as_tensor(w_in, dtype=layer.w_in.dtype))
+    layer.lmu_decoders = torch.as_tensor(D.T, dtype=torch.float32)  # [D, H]: for inspection and tests
+    layer.lmu_projection = torch.as_tensor(P, dtype=torch.float32)  # [q, F]
+
+
+@register_model("lsnn")
+def lsnn(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 200,
+         adaptive_fraction: float = 0.5, dt: float = 1.0, tau_mem: float = 5.0, tau_adapt: float = 50.0,
+         tau_out: float = 3.0, beta: float = 1.8, threshold: float = 1.0, refractory: int = 1,
+         target_rate: float = 0.05, rate_reg: float = 0.1, bidirectional: bool = False, init: str = "random",
+         lmu_order: int = 6, lmu_theta: float = 20.0, lmu_channels: int = 4, seed: int = 0) -> LSNN:
+    """Spiking LSNN (LIF + ALIF, Bellec et al. 2020): e-prop or BPTT; init=lmu for a Legendre memory."""
+    return LSNN(input_size, num_classes, framewise, hidden_size=hidden_size,
+                adaptive_fraction=adaptive_fraction, dt=dt, tau_mem=tau_mem, tau_adapt=tau_adapt,
+                tau_out=tau_out, beta=beta, threshold=threshold, refractory=refractory,
+                target_rate=target_rate, rate_reg=rate_reg, bidirectional=bidirectional, init=init,
+                lmu_order=lmu_order, lmu_theta=lmu_theta, lmu_channels=lmu_channels, seed=seed)
