@@ -60,6 +60,7 @@ def test_mlflow_run_has_params_metrics_tags_and_artifacts(run_dir, tiny_npz):
     assert run.data.params["model.name"] == "gru" and run.data.params["train.epochs"] == "3"
     assert run.data.tags["learner"] == "gradient" and run.data.tags["family"] == "recurrent"
     assert run.data.tags["seed"] == "0" and run.data.tags["dataset"].startswith("npz:")
+    assert len(run.data.tags["git_commit"]) == 40
     assert run.data.metrics["test_accuracy"] == pytest.approx(r["test_accuracy"])
     assert len(client.get_metric_history(run.info.run_id, "epoch/val_accuracy")) == 3
     names = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -65,8 +65,55 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print()
     print(summary["table"])
     print(f"\nresults in {summary['out_dir']} (runs.csv, runs.json, summary.json)")
+    run_ids = [r["mlflow_run_id"] for r in summary["runs"] if r.get("mlflow_run_id")]
+    if run_ids and not args.no_report:
+        from .report import write_report
+
+        uri = summary.get("tracking_uri")
+        page = write_report(Path(summary["out_dir"]) / "report", uri=uri, experiments=[summary["experiment"]],
+                            run_ids=run_ids)
+        print(f"report: {page}")
     if args.json:
         _write_json(args.json, summary)
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .sweep import load_sweep, run_sweep
+
+    summary = run_sweep(load_sweep(args.sweep, args.overrides), workers=args.workers)
+    c = summary["counts"]
+    print(f"\n{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
+          + (f", {c['lost']} lost to a stopped worker and retried" if c["lost"] else "")
+          + (f"; {c['waiting'] + c['running']} not finished" if c["waiting"] + c["running"] else ""))
+    print(summary["table"])
+    best = summary["best"]
+    if best:
+        print(f"\nbest: trial {best['trial']}  {summary['objective']} {best['value']:.4f}"
+              + (f"  test accuracy {best['test_accuracy']:.4f}" if best.get("test_accuracy") is not None else ""))
+        print(f"config: {best['config']}  (echoes train --config {best['config']})")
+    print(f"trials: {summary['trials_csv']}  |  report: echoes report --experiment {summary['experiment']}")
+    if args.json:
+        _write_json(args.json, summary)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .config import TrackingConfig
+    from .report import write_report
+
+    out = args.out or str(Path(TrackingConfig().results_dir) / "report")
+    page = write_report(out, uri=args.uri, experiments=args.experiment, confusion_run=args.run, png=not args.no_png)
+    print(f"report: {page}")
+
+
+def cmd_make_speech(args: argparse.Namespace) -> None:
+    from .data.speech.make_speech import make_speech
+
+    r = make_speech(args.root, regions=args.regions, train_speakers=args.train_speakers,
+                    test_speakers=args.test_speakers, dev_speakers=args.dev_speakers,
+                    sentences=args.sentences, seed=args.seed)
+    print(f"{r['root']}: {r['speakers']['TRAIN']} training and {r['speakers']['TEST']} test speakers, "
+          f"{r['utterances']} utterances ({r['written']} written now), voices {', '.join(r['voices'])}")
+    print(f"train on it: echoes train model=lsnn data=timit:{r['root']}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:  # noqa: ARG001
@@ -105,7 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0] train.epochs=5")
     c.add_argument("--json", metavar="OUT", help="write the summary to this JSON file")
     c.add_argument("--out", metavar="DIR", help="folder for runs.csv / runs.json (default: under results_dir)")
+    c.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report at the end")
     c.set_defaults(func=cmd_compare)
+
+    w = sub.add_parser("sweep", help="search hyperparameters with Optuna (resumes when run again)")
+    w.add_argument("sweep", help="sweep YAML, or a name in configs/sweeps/")
+    w.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="sweep keys (trials=50, storage=URL) or base experiment keys (train.epochs=5)")
+    w.add_argument("--workers", type=int, default=1, metavar="N", help="local worker processes on one study")
+    w.add_argument("--json", metavar="OUT", help="write the sweep summary to this JSON file")
+    w.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser("report", help="write the HTML + PNG comparison report from MLflow runs")
+    r.add_argument("--experiment", action="extend", nargs="+", metavar="NAME",
+                   help="MLflow experiment(s) to include (default: all)")
+    r.add_argument("--out", metavar="DIR", help="output folder (default: echoes-runs/report)")
+    r.add_argument("--run", metavar="RUN_ID", help="the run whose confusion matrix is shown (default: the best)")
+    r.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else echoes-runs/mlflow.db)")
+    r.add_argument("--no-png", action="store_true", help="write only the HTML page")
+    r.set_defaults(func=cmd_report)
 
     sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list data sources and bundled datasets").set_defaults(func=cmd_datasets)
@@ -113,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     # `echoes data <command>`: tools that write datasets (generated videos, speech corpora...)
     d = sub.add_parser("data", help="generate datasets in the layouts of real ones")
     data_sub = d.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    ms = data_sub.add_parser("make-speech", help="write a small TIMIT-layout corpus spoken by Festival")
+    ms.add_argument("root", help="output folder (TRAIN/ and TEST/ go inside; existing utterances are kept)")
+    ms.add_argument("--regions", type=int, default=4, help="dialect regions DR1..DRn (default 4)")
+    ms.add_argument("--train-speakers", type=int, default=4, help="training speakers per region (default 4)")
+    ms.add_argument("--test-speakers", type=int, default=3, help="core-test speakers per region, 0-3 (default 3)")
+    ms.add_argument("--dev-speakers", type=int, default=2, help="development speakers per region (default 2)")
+    ms.add_argument("--sentences", type=int, default=8, help="sentences per speaker besides SA1, SA2 (default 8)")
+    ms.add_argument("--seed", type=int, default=0)
+    ms.set_defaults(func=cmd_make_speech)
     del data_sub  # each generator adds its parser here
     return p
 

@@ -6,7 +6,7 @@ base: {train: {epochs: 30}}          # settings shared by every run
 models:
   - lstm                             # a model name
   - {name: gru, hidden_size: 64}     # model options; may add label, learner, train
-datasets: [uea:BasicMotions, {source: synthetic:motion, n_train: 200}]
+datasets: [uea:BasicMotions, {source: synthetic:motion, n_train: 200, train: {batch_size: 64}}]
 seeds: [0, 1]
 ```
 Overrides: ``seeds=[0]``, ``models=[lstm]``, ``datasets=[...]`` replace the lists;
@@ -58,8 +58,11 @@ def _model_entry(entry: Any) -> dict[str, Any]:
 
 
 def _data_entry(entry: Any) -> dict[str, Any]:
-    if isinstance(entry, str | dict):
+    if isinstance(entry, str):
         return {"data": entry}
+    if isinstance(entry, dict):  # data options, plus per-dataset train settings
+        entry = dict(entry)
+        return {"train": entry.pop("train")} | {"data": entry} if "train" in entry else {"data": entry}
     raise EchoesError(f"suite dataset entry {entry!r} must be a source like uea:BasicMotions or a mapping")
 
 
@@ -99,7 +102,8 @@ def load_suite(path: str | None, overrides: list[str]) -> Suite:
     for d in datasets:
         for m in models:
             for s in seeds:
-                merged = deep_merge(deep_merge(deep_merge(base, _model_entry(m)), _data_entry(d)), {"seed": s})
+                # base < dataset entry < model entry: the most specific setting wins
+                merged = deep_merge(deep_merge(deep_merge(base, _data_entry(d)), _model_entry(m)), {"seed": s})
                 runs.append(build_config(merged))
     return Suite(name=name, experiment=str(raw.get("experiment") or f"echoes-{name}"), runs=runs)
 
@@ -133,7 +137,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(row: dict[str, Any], key: str, fmt: str | None) -> str:
+def format_cell(row: dict[str, Any], key: str, fmt: str | None) -> str:
+    """One summary cell as the table shows it: mean, with ± std over seeds where it matters."""
     if key not in row:
         return "—"
     mean, std = row[key], row.get(f"{key}_std", 0.0)
@@ -148,18 +153,19 @@ def _cell(row: dict[str, Any], key: str, fmt: str | None) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     headers = ["dataset", "model", "learner", "seeds"] + [h for _, h, _ in SUMMARY_COLUMNS]
     body = [
-        [r["data"], r["label"], r["learner"], str(r["seeds"])] + [_cell(r, k, f) for k, _, f in SUMMARY_COLUMNS]
+        [r["data"], r["label"], r["learner"], str(r["seeds"])] + [format_cell(r, k, f) for k, _, f in SUMMARY_COLUMNS]
         for r in rows
     ]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
     numeric = set(range(3, len(headers)))
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        cols = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in cols)
 
     out = [line(headers), "  ".join("-" * w for w in widths)]
     previous = None
-    for r, b in zip(rows, body):
+    for r, b in zip(rows, body, strict=True):
         if previous is not None and r["data"] != previous:
             out.append("")
         previous = r["data"]
@@ -231,4 +237,5 @@ def run_suite(suite: Suite, *, out_dir: str | None = None, echo: Any = print) ->
         echo(f"[{i}/{len(suite.runs)}] {result['label']:<16} {cfg.data.source:<22} seed {cfg.seed}  "
              f"test acc {result['test_accuracy']:.3f}  train {result['train_seconds']:.2f}s")
         summary = write_outputs(out, suite, results)  # after every run: nothing finished is lost
+    summary["tracking_uri"] = store_uri(first.tracking) if first.tracking.enabled else None  # for the report
     return summary

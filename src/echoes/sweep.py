@@ -166,8 +166,9 @@ def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
         key = sorted(unknown_keys)[0]
         raise EchoesError(f"sweep {p}: unknown key '{key}' — {did_you_mean(key, SWEEP_KEYS)}")
     parsed = parse_overrides(overrides or [])
-    base_overrides = {k: v for k, v in parsed.items() if k not in SWEEP_KEYS or k == "base"}
     raw.update({k: v for k, v in parsed.items() if k in SWEEP_KEYS and k != "base"})
+    extra = parsed.get("base") if isinstance(parsed.get("base"), dict) else {}
+    base_overrides = deep_merge(extra, {k: v for k, v in parsed.items() if k not in SWEEP_KEYS})
     raw.setdefault("name", p.stem)
     try:
         cfg = SweepConfig.model_validate(raw)
@@ -178,12 +179,10 @@ def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
     if isinstance(base, str):  # a path, relative to the sweep file or the working folder
         base_path = Path(base) if Path(base).exists() else p.parent / base
         base = read_yaml(base_path)
-    return make_sweep(cfg, deep_merge(base, base_overrides.pop("base", {}) | base_overrides))
+    return make_sweep(cfg, deep_merge(base, base_overrides))
 
 
 def make_sweep(cfg: SweepConfig, base: dict[str, Any]) -> Sweep:
-    if cfg.sampler_name if False else None:  # pragma: no cover
-        pass
     sampler = cfg.sampler if isinstance(cfg.sampler, str) else cfg.sampler.get("name")
     if sampler not in SAMPLERS:
         raise EchoesError(f"sweep {cfg.name}: unknown sampler '{sampler}' — {did_you_mean(str(sampler), SAMPLERS)}")
@@ -268,7 +267,8 @@ def _grid(name: str, distributions: dict[str, Any]) -> list[dict[str, Any]]:
             raise EchoesError(f"sweep {name}: a grid needs lists of values, but '{key}' is a range — "
                               "list its values, or use sampler: random or tpe")
     keys = list(distributions)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(distributions[k].choices for k in keys))]
+    combos = itertools.product(*(distributions[k].choices for k in keys))
+    return [dict(zip(keys, combo, strict=True)) for combo in combos]
 
 
 def _first_value(d: Any) -> Any:
@@ -447,11 +447,14 @@ def refill(sweep: Sweep, study: Any) -> int:
     return added
 
 
-def _retry(sweep: Sweep, study: Any, t: Any) -> int:
+def _retry(sweep: Sweep, study: Any, t: Any, params: dict[str, Any] | None = None) -> int:
+    """Enqueue a lost trial again with the same parameters, unless its retries are used up."""
     attempt = int(t.user_attrs.get("attempt", 1))
     if attempt > sweep.cfg.retries:
         return 0
-    params = sweep.points[_slot(t)] if sweep.points is not None else dict(t.params)
+    if sweep.points is not None:
+        params = sweep.points[_slot(t)]
+    params = dict(t.params) if params is None else params
     study.enqueue_trial(params, user_attrs={"slot": _slot(t), "attempt": attempt + 1, "retry_of": t.number})
     return 1
 
@@ -606,7 +609,7 @@ def reap(sweep: Sweep, storage: Any, echo: Echo = print) -> int:
         except UpdateFinishedTrialError:
             continue  # finished meanwhile, or another worker reaped it first
         study = load_study(sweep, storage)
-        retried = _retry(sweep, study, study.get_trials(deepcopy=False)[t.number])
+        retried = _retry(sweep, study, t)
         _fail_child_run(sweep, study, t.number, why)
         echo(f"trial {t.number} lost ({why}): marked failed, "
              + ("retried as a new trial" if retried else f"not retried after {sweep.cfg.retries} retries"))
@@ -654,17 +657,17 @@ class TrialPruned(RunStopped):
 def _counts(trials: list[Any], budget: int) -> dict[str, int]:
     from optuna.trial import TrialState
 
+    """Trials by state ('failed' excludes 'lost': those whose worker died), and 'finished':
+    slots of the budget whose latest trial is done."""
     c = {s: sum(t.state == getattr(TrialState, s.upper()) for t in trials)
-         for s in ("complete", "pruned", "fail", "running", "waiting")}
-    c["lost"] = sum(bool(t.user_attrs.get("lost")) for t in trials)
-    slots: dict[int, Any] = {}
+         for s in ("complete", "pruned", "running", "waiting")}
+    c["lost"] = sum(t.state == TrialState.FAIL and bool(t.user_attrs.get("lost")) for t in trials)
+    c["failed"] = sum(t.state == TrialState.FAIL for t in trials) - c["lost"]
+    latest: dict[int, Any] = {}
     for t in trials:
-        if 0 <= _slot(t) < budget and (_slot(t) not in slots or t.number > slots[_slot(t)].number):
-            slots[_slot(t)] = t
-    c["finished"] = sum(t.state.is_finished() and not (t.state == TrialState.FAIL and t.user_attrs.get("lost")
-                                                       and int(t.user_attrs.get("attempt", 1)) <= 99)
-                        or (t.state == TrialState.FAIL and not t.user_attrs.get("lost"))
-                        for t in slots.values())
+        if 0 <= _slot(t) < budget and (_slot(t) not in latest or t.number > latest[_slot(t)].number):
+            latest[_slot(t)] = t
+    c["finished"] = sum(t.state.is_finished() for t in latest.values())
     return c
 
 
@@ -719,7 +722,7 @@ def run_trial(sweep: Sweep, storage: Any, frozen: Any, datasets: dict[str, Any],
         except KeyboardInterrupt:  # stopped on purpose: failed now, run again on resume
             trial.set_user_attr("lost", "interrupted")
             study.tell(trial, state=TrialState.FAIL)
-            _retry(sweep, study, study.get_trials(deepcopy=False)[frozen.number])
+            _retry(sweep, study, frozen, params)
             raise
         except Exception as e:  # e.g. out of memory for this configuration: record, go on
             trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:500])
@@ -824,8 +827,6 @@ def _supervise(sweep: Sweep, workers: int, echo: Echo) -> None:
                 if p.exitcode == 2:
                     raise EchoesError(f"a sweep worker stopped on the error above — fix it, then run the "
                                       f"same command to resume sweep '{sweep.name}'")
-                if p.exitcode == 130:
-                    raise KeyboardInterrupt
                 echo(f"worker {p.pid} stopped (exit code {p.exitcode}); its trial will be retried")
                 if replacements < 3 * workers and _work_left(sweep):
                     procs.append(start())
@@ -845,10 +846,10 @@ def run_sweep(sweep: Sweep, *, workers: int = 1, echo: Echo = print) -> dict[str
     """Create or resume the study, run its trials with `workers` processes, write the results."""
     if workers < 1:
         raise EchoesError(f"--workers must be at least 1, got {workers}")
-    open_study(sweep, echo)
     space = ", ".join(sweep.distributions)
     echo(f"sweep '{sweep.name}': {sweep.sampler_name} over {space}; {sweep.budget} trials, "
          f"{sweep.cfg.direction} {sweep.cfg.objective}; {workers} worker(s); study in {sweep.storage_url}")
+    open_study(sweep, echo)
     if workers == 1:
         work(sweep, echo)
     else:
@@ -888,7 +889,7 @@ def finish(sweep: Sweep) -> dict[str, Any]:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = {f"trials_{k}": v for k, v in counts.items() if k in ("complete", "pruned", "fail", "lost")}
+        metrics = {f"trials_{k}": v for k, v in counts.items() if k in ("complete", "pruned", "failed", "lost")}
         if best is not None:
             metrics[f"best_{sweep.cfg.objective}"] = best.value
             client.set_tag(parent, "sweep.best_trial", str(best.number))
@@ -930,8 +931,8 @@ def _trials_table(sweep: Sweep, trials: list[Any], top: int = 10) -> str:
              f"{t.user_attrs['test_accuracy']:.4f}" if "test_accuracy" in t.user_attrs else "—",
              *(_fmt(t.params.get(k, "—")) for k in keys)] for t in done[:top]]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(lines)
 
 

@@ -64,7 +64,7 @@ class Sequences:
         n = len(self)
         order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
         for start in range(0, n, batch_size):
-            idx = np.sort(order[start : start + batch_size]) if not shuffle else order[start : start + batch_size]
+            idx = order[start : start + batch_size]
             lengths = self.lengths[idx]
             t = int(lengths.max())
             x = torch.from_numpy(np.ascontiguousarray(self.x[idx, :t], dtype=np.float32))

@@ -19,16 +19,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import EchoesError
+from ..errors import EchoesError, SkippedFileWarning
 from ..utils import progress
 from . import SourceData, register_source
 from .sequences import Sequences, pad_labels, pad_sequences
-from .speech.mfcc import MfccConfig, frame_centres, mfcc
+from .speech.mfcc import DEFAULT_MFCC, MfccConfig, frame_centres, mfcc
 
 TIMIT_61 = (
     "aa ae ah ao aw ax ax-h axr ay b bcl ch d dcl dh dx eh el em en eng epi er ey f g gcl h# hh hv "
@@ -158,7 +159,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "echoes"
 
 
-def load_features(root: Path, cache_dir: Path, cfg: MfccConfig = MfccConfig()) -> dict[str, np.ndarray]:
+def load_features(root: Path, cache_dir: Path, cfg: MfccConfig = DEFAULT_MFCC) -> dict[str, np.ndarray]:
     """Features and 61-phone frame labels of every utterance, from the cache or computed once."""
     from .speech.sphere import read_audio
 
@@ -230,7 +231,9 @@ def timit(name: str, *, seed: int = 0, phones: int = 39, test_set: str = "core",
     if len(train) == 0 or len(core) == 0:
         raise EchoesError(f"timit:{name}: need utterances in both TRAIN and TEST (outside the dev set), "
                           f"found {len(train)} and {len(core)}")
-    info = {"test_set": used_set, "phones": phones, "skipped_utterances": len(data["skipped"]),
+    for reason in data["skipped"]:
+        warnings.warn(f"timit: skipped {reason}", SkippedFileWarning, stacklevel=2)
+    info = {"test_set": used_set, "phones": phones, "skipped_files": len(data["skipped"]),
             "train_speakers": len(set(speaker[train])), "test_speakers": len(set(speaker[core]))}
     if "cache" in data:
         info["feature_cache"] = str(data["cache"])

@@ -50,10 +50,14 @@ GROUP = re.compile(r"_g(\d+)_c(\d+)\.\w+$", re.IGNORECASE)
 RAW_FRAMES_SIZE = 112
 
 
+def _missing(path: Path) -> EchoesError:
+    return EchoesError(f"ucf101: {path} not found — ROOT must hold UCF-101/ and ucfTrainTestlist/ "
+                       "(make a synthetic set with `echoes data make-videos ROOT`)")
+
+
 def _lines(path: Path) -> list[str]:
     if not path.is_file():
-        raise EchoesError(f"ucf101: {path} not found — ROOT must hold UCF-101/ and ucfTrainTestlist/ "
-                          "(make a synthetic set with `echoes data make-videos ROOT`)")
+        raise _missing(path)
     text = path.read_bytes().decode("utf-8-sig", errors="replace")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -78,8 +82,7 @@ def read_split(root: Path, split: int) -> tuple[list[str], dict[str, list[Clip]]
         raise EchoesError(f"ucf101: data.split must be 1, 2 or 3, got {split!r}")
     videos, lists = root / "UCF-101", root / "ucfTrainTestlist"
     if not videos.is_dir():
-        raise EchoesError(f"ucf101: {videos} not found — ROOT must hold UCF-101/ and ucfTrainTestlist/ "
-                          "(make a synthetic set with `echoes data make-videos ROOT`)")
+        raise _missing(videos)
     classes = read_classes(lists)
     index = {name.lower(): i for i, name in enumerate(classes)}
     out: dict[str, list[Clip]] = {}
@@ -91,14 +94,14 @@ def read_split(root: Path, split: int) -> tuple[list[str], dict[str, list[Clip]]
             folder = rel.split("/")[0]
             where = f"ucf101: {path.name} line {n}"
             if "/" not in rel or folder.lower() not in index:
-                raise EchoesError(f"{where}: '{rel}' is not in a class folder listed in classInd.txt")
+                raise EchoesError(f"{where}: '{rel}' is not in a class folder of classInd.txt")
             cls = index[folder.lower()]
             if label and (not label[0].isdigit() or int(label[0]) != cls + 1):
                 raise EchoesError(f"{where}: label {label[0]} does not match folder {folder} "
                                   f"(class {cls + 1} in classInd.txt)")
             group = GROUP.search(rel)
             if group is None:
-                raise EchoesError(f"{where}: cannot read the group from '{rel}' — names end _gXX_cYY.avi")
+                raise EchoesError(f"{where}: no group in '{rel}' — names end _gXX_cYY.avi")
             clips.append(Clip(videos / rel, rel, cls, int(group.group(1))))
         if not clips:
             raise EchoesError(f"ucf101: {path} lists no clips")
@@ -142,7 +145,7 @@ def ucf101(
     from .video.decode import SAMPLING
 
     if sampling not in SAMPLING:
-        raise EchoesError(f"ucf101: data.sampling must be one of {', '.join(SAMPLING)}, got '{sampling}'")
+        raise EchoesError(f"ucf101: data.sampling must be {' or '.join(SAMPLING)}, got '{sampling}'")
     if not isinstance(frames, int) or frames < 1:
         raise EchoesError(f"ucf101: data.frames must be a positive integer, got {frames!r}")
     raw = features == "frames"
@@ -153,18 +156,20 @@ def ucf101(
         weights = resolve_weights(features, weights)
     size = default_size if size is None else size
     if not isinstance(size, int) or size < 8:
-        raise EchoesError(f"ucf101: data.size must be an integer of at least 8 pixels, got {size!r}")
+        raise EchoesError(f"ucf101: data.size must be an integer >= 8 (pixels), got {size!r}")
     root = Path(name).expanduser()
     classes, splits = read_split(root, split)
-    settings = FrameSettings(features, weights, frames, size, sampling, seed if sampling == "segments" else 0)
+    segments = sampling == "segments"  # only segment sampling draws (seeded) training offsets
+    settings = FrameSettings(features, weights, frames, size, sampling, seed if segments else 0)
 
     # one folder per dataset copy and settings; a changed source is re-extracted in place
     resolved = root.resolve()
     dataset = f"{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
     variant = f"split{split}-{features}-{weights}-{frames}x{size}-{sampling}"
-    if sampling == "segments":
+    if segments:
         variant += f"-seed{seed}"
-    folder = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / "ucf101" / dataset / variant
+    base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    folder = base / "ucf101" / dataset / variant
     if not (folder / "manifest.json").exists():
         total = sum(len(c) for c in splits.values())
         print(f"ucf101: caching {settings.describe()} for {total} clips in {folder} "
@@ -173,8 +178,8 @@ def ucf101(
                         clip_batch=clip_batch)
     skipped = [s for part in cache.splits.values() for s in part.skipped]
     for s in skipped:
-        warnings.warn(f"ucf101: skipped unreadable clip {s['clip']} ({s['reason']})", SkippedFileWarning,
-                      stacklevel=2)
+        warnings.warn(f"ucf101: skipped unreadable clip {s['clip']} ({s['reason']})",
+                      SkippedFileWarning, stacklevel=2)
     train, groups = _sequences(cache.splits["train"])
     test, _ = _sequences(cache.splits["test"])
     info = {

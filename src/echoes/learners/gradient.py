@@ -35,6 +35,17 @@ class GradientLearner:
             return torch.optim.SGD(params, lr=train.lr, momentum=0.9, weight_decay=train.weight_decay)
         return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=self.betas)
 
+    def backward(self, model: SequenceModel, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
+                 loss_fn: nn.Module, scaler: torch.amp.GradScaler,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch: leave the gradients in ``.grad``; return (loss, logits, targets) of what counts."""
+        with torch.autocast(x.device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+            logits, target = flat_targets(model(x, lengths), y)
+            loss = loss_fn(logits.float(), target)
+            reg = model.regularization_loss()  # e.g. the LSNN's firing-rate term
+        scaler.scale(loss if reg is None else loss + reg).backward()
+        return loss.detach(), logits, target
+
     def fit(
         self,
         model: SequenceModel,
@@ -57,7 +68,7 @@ class GradientLearner:
         loss_fn = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
 
         result = FitResult()
-        best_acc, best_state, stale = -1.0, None, 0
+        best, best_state, stale = (-1.0, 0.0), None, 0
         for epoch in range(1, train.epochs + 1):
             model.train()
             t0 = time.perf_counter()
@@ -67,11 +78,8 @@ class GradientLearner:
                 total=steps_per_epoch, desc=f"epoch {epoch}/{train.epochs}", unit="batch",
             )
             for step, (x, lengths, y) in enumerate(batches):
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    logits, target = flat_targets(model(x, lengths), y)
-                    loss = loss_fn(logits.float(), target)
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                loss, logits, target = self.backward(model, x, lengths, y, loss_fn, scaler)
                 if train.clip_grad_norm:
                     scaler.unscale_(opt)
                     nn.utils.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
@@ -95,8 +103,10 @@ class GradientLearner:
             result.history.append(metrics)
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
-            if val.accuracy > best_acc:
-                best_acc, stale, result.best_epoch = val.accuracy, 0, epoch
+            # Better = higher val accuracy; on a tie (small val sets) lower val loss.
+            score = (val.accuracy, -metrics["val_loss"])
+            if score > best:
+                best, stale, result.best_epoch = score, 0, epoch
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1

@@ -42,6 +42,10 @@ class SequenceModel(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.readout(self.features(x, lengths))
 
+    def regularization_loss(self) -> torch.Tensor | None:
+        """A term the gradient learner adds to the loss, from the last forward pass (None: none)."""
+        return None
+
     def pick(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Per-step states [B,T,D] → what the readout sees for this task."""
         return h if self.framewise else last_step(h, lengths)
@@ -56,3 +60,19 @@ class SequenceModel(nn.Module):
             if b.is_floating_point() and not name.rsplit(".", 1)[-1].startswith("running_")
         )
         return trainable, trainable + fixed
+
+
+class AveragedReadout(nn.Module):
+    """One linear readout per consecutive block of the features, outputs averaged (ensembles).
+
+    Closed-form learners fit each member's ``nn.Linear`` on its own block.
+    """
+
+    def __init__(self, sizes: list[int], num_classes: int) -> None:
+        super().__init__()
+        self.sizes = list(sizes)
+        self.members = nn.ModuleList(nn.Linear(d, num_classes) for d in self.sizes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        blocks = features.split(self.sizes, dim=-1)
+        return torch.stack([m(f) for m, f in zip(self.members, blocks)]).mean(0)

@@ -79,6 +79,7 @@ class SpikingLayer(nn.Module):
         self.w_in = nn.Parameter(torch.randn(hidden_size, input_size, generator=generator) / math.sqrt(input_size))
         w_rec = torch.randn(hidden_size, hidden_size, generator=generator) / math.sqrt(hidden_size)
         self.w_rec = nn.Parameter(w_rec * self.rec_mask)
+        self.bias = nn.Parameter(torch.zeros(hidden_size))  # input current at rest (set by init=lmu)
 
     def initial_state(self, batch: int, like: torch.Tensor) -> State:
         zeros = like.new_zeros(batch, self.hidden_size)
@@ -97,7 +98,7 @@ class SpikingLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, detach_recurrent: bool = False) -> torch.Tensor:
         """x [B,T,F] → spikes [B,T,H]."""
-        i_in = x @ self.w_in.T
+        i_in = x @ self.w_in.T + self.bias
         s = self.initial_state(x.shape[0], x)
         spikes = []
         for t in range(x.shape[1]):
@@ -132,9 +133,9 @@ class LSNN(SequenceModel):
     def __init__(self, input_size: int, num_classes: int, framewise: bool = False, *, hidden_size: int = 200,
                  adaptive_fraction: float = 0.5, dt: float = 1.0, tau_mem: float = 5.0,
                  tau_adapt: float = 50.0, tau_out: float = 3.0, beta: float = 1.8, threshold: float = 1.0,
-                 refractory: int = 1, target_rate: float = 0.05, rate_reg: float = 0.1,
+                 refractory: int = 0, target_rate: float = 0.05, rate_reg: float = 0.1,
                  bidirectional: bool = False, init: str = "random", lmu_order: int = 6,
-                 lmu_theta: float = 20.0, lmu_channels: int = 4, seed: int = 0) -> None:
+                 lmu_theta: float = 20.0, lmu_channels: int = 1, seed: int = 0) -> None:
         super().__init__(input_size, num_classes, framewise)
         if not 0 <= adaptive_fraction <= 1:
             raise EchoesError(f"lsnn: adaptive_fraction must be in [0, 1], got {adaptive_fraction}")
@@ -209,53 +210,72 @@ def rate_curve(layer: SpikingLayer, currents: np.ndarray, adaptive: bool, steps:
 
 
 def lmu_init(layer: SpikingLayer, *, order: int, theta: float, channels: int, rng: np.random.Generator,
-             max_rates: tuple[float, float] = (0.2, 0.4), input_scale: float = 0.5) -> None:
-    """Set W_in, W_rec so that decoded rates follow m_t = Ā m_{t-1} + B̄ P x_t (the LMU memory of P x)."""
+             max_rates: tuple[float, float] = (0.2, 0.4), intercepts: tuple[float, float] = (-0.5, 0.5),
+             input_scale: float = 0.5) -> None:
+    """Make the LIF neurons hold m_t = Ā m_{t-1} + B̄ P x_t (an LMU memory of u = P x) in their rates.
+
+    The LIF population gets W_in, W_rec (among themselves) and bias currents from Nengo's recipe;
+    ALIF neurons keep their random weights — adaptation would fight a memory kept by persistent
+    activity — and read the memory like the readout does.
+    """
     from .lmu import legendre_delay, zero_order_hold
 
     Ab, Bb = zero_order_hold(*legendre_delay(order, theta))
     dims = channels * order
-    h, f = layer.w_in.shape
+    lif = np.flatnonzero((layer.beta == 0).numpy())
+    h, f = len(lif), layer.w_in.shape[1]
     if h < 2 * dims:
-        raise EchoesError(f"lsnn init=lmu needs hidden_size >= 2·lmu_channels·lmu_order = {2 * dims}, got {h}")
+        raise EchoesError(f"lsnn init=lmu needs at least 2·lmu_channels·lmu_order = {2 * dims} LIF neurons "
+                          f"(hidden_size × (1 − adaptive_fraction)), got {h}")
     A_full, B_full = np.kron(np.eye(channels), Ab), np.kron(np.eye(channels), Bb[:, None])  # [D,D], [D,q]
     P = input_scale * rng.standard_normal((channels, f)) / math.sqrt(f)  # u = P x
-    # Encoders: random unit vectors in ± pairs, so that the population represents every direction.
-    half = rng.standard_normal(((h + 1) // 2, dims))
-    E = np.concatenate([half, -half])[:h]
-    E /= np.linalg.norm(E, axis=1, keepdims=True)
-    # Gains: the current at which each neuron's own (LIF or ALIF) rate curve reaches its max rate.
-    adaptive = (layer.beta > 0).numpy()
+    # Each coefficient's spread for a standardised, smooth input (AR(1), like successive MFCC frames).
+    drive, m, states = 0.0, np.zeros(order), []
+    for _ in range(int(10 * theta) + 50):
+        drive = 0.8 * drive + 0.6 * rng.standard_normal()
+        m = Ab @ m + Bb * drive * input_scale
+        states.append(m)
+    sigma = np.tile(np.std(states[len(states) // 5 :], axis=0), channels) + 1e-6  # [D]
+    # Encoders: each neuron codes one coefficient with a sign (on/off pairs), spread evenly.
+    dim = np.arange(h) % dims
+    E = np.zeros((h, dims))
+    E[np.arange(h), dim] = np.where((np.arange(h) // dims) % 2 == 0, 1.0, -1.0)
+    # Gains and bias currents from the neuron's own rate curve (Nengo's intercepts and max rates):
+    # silent below its intercept, its max rate at 2σ of its coefficient.
     grid = np.linspace(0, 20 * layer.threshold, 801)
-    curves = {kind: np.maximum.accumulate(rate_curve(layer, grid, kind)) for kind in (False, True)}
-    target = rng.uniform(*max_rates, size=h) / (1 + layer.refractory * 0.5)
-    gain = np.array([np.interp(target[j], curves[bool(adaptive[j])], grid) for j in range(h)])
-    # Decoders: least squares from rates at sample points of the unit ball back to the point.
-    samples = rng.standard_normal((4000, dims))
-    samples *= rng.uniform(0, 1, (4000, 1)) ** (1 / dims) / np.linalg.norm(samples, axis=1, keepdims=True)
-    currents = np.clip(gain * (samples @ E.T), 0, grid[-1])
-    rates = np.empty_like(currents)
-    for kind in (False, True):
-        cols = adaptive == kind
-        rates[:, cols] = np.interp(currents[:, cols], grid, curves[kind])
+    curve = np.maximum.accumulate(rate_curve(layer, grid, adaptive=False))
+    j_max = np.interp(rng.uniform(*max_rates, size=h) / (1 + 0.5 * layer.refractory), curve, grid)
+    j_th = grid[np.argmax(curve > 0)]
+    radius = 2 * sigma[dim]
+    intercept = rng.uniform(*intercepts, size=h) * radius
+    gain = (j_max - j_th) / (radius - intercept)
+    bias = j_th - gain * intercept
+    # Decoders: regularised least squares from rates at sample states back to the states.
+    samples = rng.normal(0, 1, (4000, dims)) * sigma
+    rates = np.interp(gain * (samples @ E.T) + bias, grid, curve)
     reg = (0.1 * rates.max()) ** 2 * len(samples)
-    D = np.linalg.solve(rates.T @ rates + reg * np.eye(h), rates.T @ samples)  # [H, D]
-    w_rec = (gain[:, None] * E) @ A_full @ D.T
+    D = np.linalg.solve(rates.T @ rates + reg * np.eye(h), rates.T @ samples)  # [H_lif, D]
+    encoders = gain[:, None] * E
+    w_rec = encoders @ A_full @ D.T
     np.fill_diagonal(w_rec, 0.0)
-    w_in = (gain[:, None] * E) @ B_full @ P
     with torch.no_grad():
-        layer.w_rec.copy_(torch.as_tensor(w_rec, dtype=layer.w_rec.dtype))
-        layer.w_in.copy_(torch.as_tensor(w_in, dtype=layer.w_in.dtype))
-    layer.lmu_decoders = torch.as_tensor(D.T, dtype=torch.float32)  # [D, H]: for inspection and tests
+        idx = torch.as_tensor(lif)
+        layer.w_rec[idx] = 0.0
+        layer.w_rec[idx[:, None], idx[None, :]] = torch.as_tensor(w_rec, dtype=layer.w_rec.dtype)
+        layer.w_in[idx] = torch.as_tensor(encoders @ B_full @ P, dtype=layer.w_in.dtype)
+        layer.bias[idx] = torch.as_tensor(bias, dtype=layer.bias.dtype)
+    decoders = torch.zeros(dims, layer.hidden_size)
+    decoders[:, idx] = torch.as_tensor(D.T, dtype=torch.float32)
+    layer.lmu_decoders = decoders  # [D, H]: memory ≈ decoders @ rates (for inspection and tests)
     layer.lmu_projection = torch.as_tensor(P, dtype=torch.float32)  # [q, F]
 
 
 @register_model("lsnn")
 def lsnn(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 200,
          adaptive_fraction: float = 0.5, dt: float = 1.0, tau_mem: float = 5.0, tau_adapt: float = 50.0,
-         tau_out: float = 3.0, beta: float = 1.8, threshold: float = 1.0, refractory: int = 1,
+         tau_out: float = 3.0, beta: float = 1.8, threshold: float = 1.0, refractory: int = 0,
          target_rate: float = 0.05, rate_reg: float = 0.1, bidirectional: bool = False, init: str = "random",
-         lmu_order: int = 6, lmu_theta: float = 20.0, lmu_channels: int = 4, seed: int = 0) -> LSNN:
+         lmu_order: int = 6, lmu_theta: float = 20.0, lmu_channels: int = 1, seed: int = 0) -> LSNN:
     """Spiking LSNN (LIF + ALIF, Bellec et al. 2020): e-prop or BPTT; init=lmu for a Legendre memory."""
     return LSNN(input_size, num_classes, framewise, hidden_size=hidden_size,
                 adaptive_fraction=adaptive_fraction, dt=dt, tau_mem=tau_mem, tau_adapt=tau_adapt,

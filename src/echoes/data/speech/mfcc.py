@@ -30,7 +30,10 @@ class MfccConfig:
         return asdict(self)
 
 
-def frame_centres(num_samples: int, sample_rate: int, cfg: MfccConfig = MfccConfig()) -> np.ndarray:
+DEFAULT_MFCC = MfccConfig()
+
+
+def frame_centres(num_samples: int, sample_rate: int, cfg: MfccConfig = DEFAULT_MFCC) -> np.ndarray:
     """Sample index at the centre of every frame :func:`mfcc` returns."""
     win, hop = cfg.frame_sizes(sample_rate)
     n = 1 + max(num_samples - win, 0) // hop
@@ -60,7 +63,7 @@ def deltas(feat: np.ndarray, window: int = 2) -> np.ndarray:
     return num / (2 * sum(k * k for k in range(1, window + 1)))
 
 
-def mfcc(samples: np.ndarray, sample_rate: int, cfg: MfccConfig = MfccConfig()) -> np.ndarray:
+def mfcc(samples: np.ndarray, sample_rate: int, cfg: MfccConfig = DEFAULT_MFCC) -> np.ndarray:
     """[frames, 3 * num_cepstra] float32: MFCCs (c0 → log energy), Δ and ΔΔ."""
     win, hop = cfg.frame_sizes(sample_rate)
     x = np.asarray(samples, dtype=np.float64)

@@ -38,7 +38,8 @@ class Backbone(nn.Module):
     """Normalise, then run a CNN: ``[N, 3, H, W]`` in 0..1 → ``[N, dim]``."""
 
     def __init__(self, net: nn.Module, dim: int, blocks: list[nn.Module],
-                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+                 mean: tuple[float, ...] = IMAGENET_MEAN,
+                 std: tuple[float, ...] = IMAGENET_STD) -> None:
         super().__init__()
         self.net = net
         self.dim = dim
@@ -96,10 +97,10 @@ def load_weights(enum_weights) -> dict:  # noqa: ANN001 (a torchvision Weights m
         return enum_weights.get_state_dict(progress=False, check_hash=True)
     except Exception as e:  # offline (URLError), or a damaged file (ValueError, RuntimeError...)
         if present:
-            raise EchoesError(f"{file} is not a valid weights file ({type(e).__name__}) — delete it "
-                              f"and download {url} again") from None
-        raise EchoesError(f"cannot download ImageNet weights {file.name} ({type(e).__name__}; offline?) "
-                          f"— put {url} into {file.parent}/, or use weights=none") from None
+            raise EchoesError(f"{file} is not a valid weights file ({type(e).__name__}) — "
+                              f"delete it and download {url} again") from None
+        raise EchoesError(f"cannot download ImageNet weights {file.name} ({type(e).__name__}; "
+                          f"offline?) — put {url} into {file.parent}/, or use weights=none") from None
 
 
 def _torchvision(name: str, dim: int) -> Callable[[str], Backbone]:

@@ -49,7 +49,7 @@ class Clip:
 
 @dataclass(frozen=True)
 class FrameSettings:
-    """What each clip becomes: ``frames`` frames of ``size``² pixels, then a backbone (or raw pixels)."""
+    """What a clip becomes: ``frames`` frames of ``size``² pixels through a backbone (or raw)."""
 
     features: str  # backbone name, or "frames" for raw uint8 pixels
     weights: str
@@ -114,7 +114,8 @@ def _read_json(path: Path) -> Any:
 class FrameEmbedder:
     """uint8 clips ``[B, T, S, S, 3]`` → what the cache stores for them."""
 
-    def __init__(self, settings: FrameSettings, device: torch.device, frame_batch: int = 256) -> None:
+    def __init__(self, settings: FrameSettings, device: torch.device,
+                 frame_batch: int = 256) -> None:
         self.settings = settings
         self.device = device
         self.frame_batch = frame_batch
@@ -164,7 +165,8 @@ def load_cache(folder: Path, settings: FrameSettings, fp: str) -> CacheResult | 
         skipped = meta["skipped"]
         ok = np.ones(len(x), dtype=bool)
         ok[[s["row"] for s in skipped]] = False
-        splits[name] = CachedSplit(x, ok, np.array(index["labels"]), np.array(index["groups"]), skipped)
+        labels, groups = np.array(index["labels"]), np.array(index["groups"])
+        splits[name] = CachedSplit(x, ok, labels, groups, skipped)
     return CacheResult(folder, splits, reused=True, manifest=manifest)
 
 
@@ -192,8 +194,10 @@ def build_cache(
     s = settings
     state = _read_json(folder / "state.json")
     if not state or state.get("settings") != asdict(s) or state.get("fingerprint") != fp:
-        for stale in ("manifest.json", *(f"{n}{ext}" for n in splits for ext in (".npy", ".partial.npy"))):
-            (folder / stale).unlink(missing_ok=True)
+        (folder / "manifest.json").unlink(missing_ok=True)
+        for name in splits:
+            for stale in (f"{name}.npy", f"{name}.partial.npy"):
+                (folder / stale).unlink(missing_ok=True)
         for name, clips in splits.items():
             _write_json(folder / f"{name}.index.json", {
                 "paths": [c.rel for c in clips], "labels": [c.label for c in clips],
@@ -226,7 +230,8 @@ def build_cache(
             else:
                 start, state["skipped"][name] = 0, []
                 x = np.lib.format.open_memmap(partial, mode="w+", dtype=embedder.dtype, shape=shape)
-            chunks = [range(i, min(i + clip_batch, len(clips))) for i in range(start, len(clips), clip_batch)]
+            chunks = [range(i, min(i + clip_batch, len(clips)))
+                      for i in range(start, len(clips), clip_batch)]
             ahead: list[Future] | None = None
             for k, rows in enumerate(chunks):
                 t0 = time.perf_counter()

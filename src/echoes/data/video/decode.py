@@ -69,7 +69,7 @@ def _to_rgb(frame, size: int) -> np.ndarray:  # noqa: ANN001 (av.VideoFrame)
     return img[top : top + size, left : left + size]
 
 
-def _sequential(container, stream, wanted: set[int], size: int) -> tuple[dict[int, np.ndarray], int]:  # noqa: ANN001
+def _sequential(container, stream, wanted: set[int], size: int) -> tuple[dict, int]:  # noqa: ANN001
     """Decode from the start, converting only wanted frames; (frames, frames decoded)."""
     last = max(wanted)
     out: dict[int, np.ndarray] = {}
@@ -83,8 +83,8 @@ def _sequential(container, stream, wanted: set[int], size: int) -> tuple[dict[in
     return out, count
 
 
-def _seeking(container, stream, wanted: list[int], size: int, gap: int) -> dict[int, np.ndarray] | None:  # noqa: ANN001
-    """Seek near each wanted frame that is more than ``gap`` frames ahead; None if pts are missing."""
+def _seeking(container, stream, wanted: list[int], size: int, gap: int) -> dict | None:  # noqa: ANN001
+    """Seek near each wanted frame more than ``gap`` frames ahead; None if pts are missing."""
     rate = stream.average_rate or stream.guessed_rate
     tb = stream.time_base
     if not rate or not tb:

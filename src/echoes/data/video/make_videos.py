@@ -12,8 +12,8 @@ Positions, orientations and scales are drawn so that any single frame looks the
 same for every class, and each class has its time-reversed twin, so averaging
 frames cannot tell a direction: only the order of frames does.
 
-A group (``gXX``) shares its background, as UCF101's groups share an actor and
-scene; split N tests on its own block of groups, like the official splits.
+A group (``gXX``) of a class shares its background, as a UCF101 group shares an
+actor and scene; split N tests on its own block of groups, like the official splits.
 Everything is deterministic per seed. Files are written to a hidden staging
 folder and moved into place at the end, so an interrupted run never leaves a
 dataset that looks complete.
@@ -41,10 +41,10 @@ _SHAPES = {  # convex outlines in unit coordinates, vertices in angular order
     "triangle": [(0.0, 1.0), (-0.8, -0.7), (0.8, -0.7)],
     "rectangle": [(-1.0, -0.5), (1.0, -0.5), (1.0, 0.5), (-1.0, 0.5)],
     "kite": [(0.0, 1.2), (-0.6, 0.0), (0.0, -0.6), (0.6, 0.0)],
-    "ellipse": [(math.cos(a), 0.55 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 20, endpoint=False)],
-    "pentagon": [(math.cos(a), 0.7 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 5, endpoint=False)],
+    "ellipse": [(math.cos(a), 0.55 * math.sin(a)) for a in np.arange(20) * 2 * math.pi / 20],
+    "pentagon": [(math.cos(a), 0.7 * math.sin(a)) for a in np.arange(5) * 2 * math.pi / 5],
 }
-SCALE_RANGE = (0.07, 0.2)  # shape radius, as a fraction of the frame's shorter side
+SCALE_RANGE = (0.1, 0.25)  # shape radius, as a fraction of the frame's shorter side
 STAGING = ".make-videos-partial"
 
 
@@ -66,7 +66,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str 
         stream.bit_rate = bit_rate
         stream.codec_context.thread_count = 1  # the same bytes on every machine
         for img in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
@@ -79,9 +80,14 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     for _ in range(4):
         fx, fy = rng.uniform(-5, 5, 2)
         wave = np.sin(2 * np.pi * (fx * xx + fy * yy) + rng.uniform(0, 2 * np.pi))
-        img += wave[..., None] * rng.uniform(0.03, 0.12, 3)
-    img += rng.normal(0, 0.05, (h, w, 1))
+        img += wave[..., None] * rng.uniform(0.02, 0.08, 3)
+    img += rng.normal(0, 0.03, (h, w, 1))
     return np.clip(img, 0, 1).astype(np.float32)
+
+
+def _colours(rng: np.random.Generator) -> np.ndarray:
+    """Two strong colours (each channel near 0 or 1), so shapes stand out from the scene."""
+    return np.clip(rng.choice([0.1, 0.9], (2, 3)) + rng.normal(0, 0.05, (2, 3)), 0, 1)
 
 
 def _draw(img: np.ndarray, shape: str, centre: tuple[float, float], radius: float, angle: float,
@@ -129,12 +135,12 @@ def _clip(rng: np.random.Generator, action: str, background: np.ndarray, length:
         grow = t if action == "ZoomIn" else -t
         radius = small * ratio ** (grow + 0.5)
     shape = str(rng.choice(list(_SHAPES)))
-    colours = rng.uniform(0, 1, (2, 3))
+    colours = _colours(rng)
     still = background * np.float32(rng.uniform(0.85, 1.15))
     for _ in range(int(rng.integers(0, 3))):  # still distractors: only the moving shape matters
-        _draw(still, str(rng.choice(list(_SHAPES))), (left + rng.uniform(0.1, 0.9) * side,
-              top + rng.uniform(0.1, 0.9) * side), rng.uniform(lo, hi) * side, rng.uniform(0, 2 * np.pi),
-              rng.uniform(0, 1, (2, 3)))
+        spot = (left + rng.uniform(0.1, 0.9) * side, top + rng.uniform(0.1, 0.9) * side)
+        _draw(still, str(rng.choice(list(_SHAPES))), spot, rng.uniform(lo, hi) * side,
+              rng.uniform(0, 2 * np.pi), _colours(rng))
     video = np.empty((length, h, w, 3), dtype=np.float32)
     for i in range(length):
         video[i] = still
@@ -143,7 +149,8 @@ def _clip(rng: np.random.Generator, action: str, background: np.ndarray, length:
     # uniform pixel noise with standard deviation `noise` (integer draws: 4x cheaper than Gaussian)
     amp = max(1, round(noise * 255 * math.sqrt(3)))
     grain = rng.integers(-amp, amp + 1, video.shape, dtype=np.int16)
-    return np.clip(video * 255 + 0.5, 0, 255).astype(np.int16).__iadd__(grain).clip(0, 255).astype(np.uint8)
+    pixels = np.clip(video * 255 + 0.5, 0, 255).astype(np.int16) + grain
+    return pixels.clip(0, 255).astype(np.uint8)
 
 
 def make_videos(
@@ -164,17 +171,19 @@ def make_videos(
 ) -> dict[str, Any]:
     """Write the dataset under ``root``; returns counts. See the module docstring."""
     if not 2 <= classes <= len(CLASSES):
-        raise EchoesError(f"make-videos: classes must be between 2 and {len(CLASSES)}, got {classes}")
+        raise EchoesError(f"make-videos: classes must be 2..{len(CLASSES)}, got {classes}")
     if groups < 4:
-        raise EchoesError(f"make-videos: need at least 4 groups (3 test blocks + training), got {groups}")
+        raise EchoesError(f"make-videos: need at least 4 groups (3 test blocks + train), got {groups}")
     if clips < 1 or not 2 <= min_frames <= max_frames:
         raise EchoesError("make-videos: need clips >= 1 and 2 <= min_frames <= max_frames")
     if width % 2 or height % 2 or min(width, height) < 16:
-        raise EchoesError(f"make-videos: width and height must be even and >= 16, got {width}x{height}")
+        raise EchoesError(f"make-videos: width and height must be even and >= 16, "
+                          f"got {width}x{height}")
     root = Path(root)
     targets = [root / "UCF-101", root / "ucfTrainTestlist"]
     if any(p.exists() for p in targets) and not force:
-        raise EchoesError(f"make-videos: {root} already holds a dataset — choose another folder or pass --force")
+        raise EchoesError(f"make-videos: {root} already holds a dataset — "
+                          "choose another folder or pass --force")
     stage = root / STAGING
     shutil.rmtree(stage, ignore_errors=True)  # left by an interrupted run
     (stage / "ucfTrainTestlist").mkdir(parents=True)
@@ -183,13 +192,14 @@ def make_videos(
     files: dict[str, list[tuple[str, int, int]]] = {}  # class → (relative path, group, label)
     for label, action in enumerate(names, 1):
         (stage / "UCF-101" / action).mkdir(parents=True)
-        for g in range(1, groups + 1):
-            background = _background(np.random.default_rng([seed, 0, g]), height, width)
+        for g in range(1, groups + 1):  # a group is one scene of one class, as in UCF101
+            background = _background(np.random.default_rng([seed, 0, label, g]), height, width)
             for c in range(1, clips + 1):
                 rng = np.random.default_rng([seed, label, g, c])
                 length = int(rng.integers(min_frames, max_frames + 1))
                 rel = f"{action}/v_{action}_g{g:02d}_c{c:02d}.avi"
-                write_video(stage / "UCF-101" / rel, _clip(rng, action, background, length, noise), fps)
+                video = _clip(rng, action, background, length, noise)
+                write_video(stage / "UCF-101" / rel, video, fps)
                 files.setdefault(action, []).append((rel, g, label))
                 if on_clip is not None:
                     on_clip()

@@ -1,0 +1,234 @@
+"""e-prop: online eligibility propagation (Bellec et al., Nat. Commun. 2020) for LSNNs and LSTMs.
+
+The gradient of a recurrent weight is factorised into a learning signal and an
+eligibility trace, both available at each step, so training runs forward in time
+with memory that does not grow with sequence length:
+
+    ∂E/∂W_ji ≈ Σ_t L_j^t ē_ji^t,        L_j^t = Σ_k B_jk (π_k^t − π*_k^t)
+
+where e_ji^t = ∂z_j^t/∂W_ji through neuron j's own state (eligibility vectors
+ε_v, ε_a for ALIF; the cell state for LSTM), ē is e filtered like the readout
+(κ for the LSNN's leaky readout), and B is the feedback matrix: ``symmetric``
+(Bᵀ = W_out, exactly autodiff with the recurrent spikes detached), ``random``
+(fixed), or ``adaptive`` (starts random, receives W_out's updates and weight decay).
+The readout's own gradient is exact. The LSNN's firing-rate regulariser uses the
+same traces. Everything else (optimizer, clipping, early stopping) is the gradient
+learner's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import Dataset
+from ..errors import EchoesError
+from ..models import SequenceModel
+from ..models.recurrent import Recurrent
+from ..models.spiking import LSNN, pseudo_derivative
+from . import EpochCallback, FitResult, register_learner
+from .gradient import GradientLearner
+
+FEEDBACK = ("symmetric", "random", "adaptive")
+Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # mean loss, logits and targets of what counted
+
+
+def _error_signals(logits: torch.Tensor, y_t: torch.Tensor, counted: torch.Tensor, n_items: int,
+                   smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂E/∂logits [B,C], summed cross-entropy) at one step, for the items that count now."""
+    logp = torch.log_softmax(logits, -1)
+    target = torch.nn.functional.one_hot(y_t.clamp(min=0), logits.shape[-1]).to(logits.dtype)
+    target = (1 - smoothing) * target + smoothing / logits.shape[-1]
+    w = counted.to(logits.dtype)[:, None]
+    delta = (logp.exp() - target) * w / n_items
+    return delta, -(target * logp * w).sum()
+
+
+def _num_items(y: torch.Tensor, t_max: int, framewise: bool) -> int:
+    """How many predictions the loss averages over: labelled frames, or sequences."""
+    return max(int((y[:, :t_max] >= 0).sum()) if framewise else len(y), 1)
+
+
+def _counted(y: torch.Tensor, lengths: torch.Tensor, t: int, framewise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(label at step t, which sequences are scored at step t)."""
+    if framewise:
+        y_t = y[:, t] if t < y.shape[1] else torch.full_like(y[:, 0], -1)
+        return y_t, (y_t >= 0) & (t < lengths)
+    return y, lengths - 1 == t
+
+
+@torch.no_grad()
+def lsnn_eprop(model: LSNN, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
+               feedback: torch.Tensor | None = None, smoothing: float = 0.0) -> Step:
+    """Set e-prop gradients on an LSNN's parameters for one batch.
+
+    ``feedback`` [C,H] is B (default: W_out, i.e. symmetric e-prop).
+    """
+    layer = model.layers[0]
+    b, t_max, f = x.shape
+    h, na = layer.hidden_size, int((layer.beta > 0).sum())  # ALIF neurons come first
+    alpha, rho, kappa, thr = layer.alpha, layer.rho, model.kappa, layer.threshold
+    beta = layer.beta[:na, None]
+    W_out, fb = model.readout.weight, model.readout.weight if feedback is None else feedback
+    xs = torch.cat([x, x.new_ones(b, t_max, 1)], -1)  # the bias is the weight of a constant input
+    w_in = torch.cat([layer.w_in, layer.bias[:, None]], 1)
+    i_in = xs @ w_in.T
+    lengths = lengths.to(x.device)
+    n_items = _num_items(y, t_max, model.framewise)
+    s = layer.initial_state(b, x)
+    # Eligibility vectors: ε_v is presynaptic (one per input), ε_a per synapse of ALIF neurons.
+    ev_in, ev_rec = x.new_zeros(b, f + 1), x.new_zeros(b, h)
+    ea_in, ea_rec = x.new_zeros(b, na, f + 1), x.new_zeros(b, na, h)
+    eb_in, eb_rec = x.new_zeros(b, h, f + 1), x.new_zeros(b, h, h)  # ē: traces filtered by κ
+    se_in, se_rec = torch.zeros_like(w_in), torch.zeros_like(layer.w_rec)  # Σ e over valid steps
+    g_in, g_rec = torch.zeros_like(w_in), torch.zeros_like(layer.w_rec)
+    g_out, g_b = torch.zeros_like(W_out), torch.zeros_like(model.readout.bias)
+    psi_prev, zeta = x.new_zeros(b, h), x.new_zeros(b, h)
+    spikes, n_steps, loss, out, targets = x.new_zeros(h), 0, x.new_zeros(()), [], []
+    for t in range(t_max):
+        pre_rec = s.z
+        p = psi_prev[:, :na, None]
+        ea_in = p * ev_in[:, None] + (rho - beta * p) * ea_in
+        ea_rec = p * ev_rec[:, None] + (rho - beta * p) * ea_rec
+        ev_in = alpha * ev_in + xs[:, t]
+        ev_rec = alpha * ev_rec + pre_rec
+        s, v_scaled = layer.step(i_in[:, t], s)
+        psi = pseudo_derivative(v_scaled) / thr
+        e_in = psi[:, :, None] * ev_in[:, None]
+        e_rec = psi[:, :, None] * ev_rec[:, None]
+        e_in[:, :na] -= psi[:, :na, None] * beta * ea_in
+        e_rec[:, :na] -= psi[:, :na, None] * beta * ea_rec
+        eb_in = kappa * eb_in + e_in
+        eb_rec = kappa * eb_rec + e_rec
+        zeta = kappa * zeta + s.z
+        logits = model.readout(zeta)
+        y_t, counted = _counted(y, lengths, t, model.framewise)
+        delta, step_loss = _error_signals(logits, y_t, counted, n_items, smoothing)
+        loss += step_loss
+        out.append(logits[counted])
+        targets.append(y_t[counted])
+        L = delta @ fb  # learning signal [B,H]
+        g_in += torch.einsum("bj,bji->ji", L, eb_in)
+        g_rec += torch.einsum("bj,bji->ji", L, eb_rec)
+        g_out += delta.T @ zeta
+        g_b += delta.sum(0)
+        valid = (t < lengths).to(x.dtype)
+        se_in += torch.einsum("b,bji->ji", valid, e_in)
+        se_rec += torch.einsum("b,bji->ji", valid, e_rec)
+        spikes += valid @ s.z
+        n_steps += int(valid.sum())
+        psi_prev = psi
+    if model.rate_reg:
+        # E_reg = c Σ_j (f̄_j − f*)²: its gradient through the eligibility traces.
+        scale = (2 * model.rate_reg * (spikes / max(n_steps, 1) - model.target_rate) / max(n_steps, 1))[:, None]
+        g_in += scale * se_in
+        g_rec += scale * se_rec
+    layer.w_in.grad, layer.bias.grad = g_in[:, :f].clone(), g_in[:, f].clone()
+    layer.w_rec.grad = g_rec * layer.rec_mask
+    model.readout.weight.grad, model.readout.bias.grad = g_out, g_b
+    return loss / n_items, torch.cat(out), torch.cat(targets)
+
+
+@torch.no_grad()
+def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
+               feedback: torch.Tensor | None = None, smoothing: float = 0.0) -> Step:
+    """Set e-prop gradients on a one-layer LSTM for one batch (Bellec et al. 2020, Methods)."""
+    rnn = model.rnn
+    b, t_max, f = x.shape
+    h = rnn.hidden_size
+    W = torch.cat([rnn.weight_ih_l0, rnn.weight_hh_l0, (rnn.bias_ih_l0 + rnn.bias_hh_l0)[:, None]], 1)
+    W_out, fb = model.readout.weight, model.readout.weight if feedback is None else feedback
+    lengths = lengths.to(x.device)
+    n_items = _num_items(y, t_max, model.framewise)
+    hs, c = x.new_zeros(b, h), x.new_zeros(b, h)
+    eps = x.new_zeros(3, b, h, W.shape[1])  # ∂c/∂W through the cell state, for gates i, f, g
+    g_W = torch.zeros_like(W)
+    g_out, g_b = torch.zeros_like(W_out), torch.zeros_like(model.readout.bias)
+    loss, out, targets = x.new_zeros(()), [], []
+    for t in range(t_max):
+        xh = torch.cat([x[:, t], hs, x.new_ones(b, 1)], 1)  # the recurrent input counts as an input
+        gi, gf, gg, go = (xh @ W.T).chunk(4, 1)
+        i, fg, g, o = torch.sigmoid(gi), torch.sigmoid(gf), torch.tanh(gg), torch.sigmoid(go)
+        c_prev, c = c, fg * c + i * g
+        tc = torch.tanh(c)
+        hs = o * tc
+        local = torch.stack([g * i * (1 - i), c_prev * fg * (1 - fg), i * (1 - g * g)])  # ∂c/∂gate input
+        eps = fg[None, :, :, None] * eps + local[..., None] * xh[None, :, None, :]
+        logits = model.readout(hs)
+        y_t, counted = _counted(y, lengths, t, model.framewise)
+        delta, step_loss = _error_signals(logits, y_t, counted, n_items, smoothing)
+        loss += step_loss
+        out.append(logits[counted])
+        targets.append(y_t[counted])
+        L = delta @ fb
+        Lc = L * o * (1 - tc * tc)  # through h = o·tanh(c)
+        grads = [torch.einsum("bj,bji->ji", Lc, eps[k]) for k in range(3)]
+        grads.append((L * tc * o * (1 - o)).T @ xh)  # the output gate needs no trace
+        g_W += torch.cat(grads, 0)
+        g_out += delta.T @ hs
+        g_b += delta.sum(0)
+    rnn.weight_ih_l0.grad, rnn.weight_hh_l0.grad = g_W[:, :f].clone(), g_W[:, f : f + h].clone()
+    rnn.bias_ih_l0.grad, rnn.bias_hh_l0.grad = g_W[:, -1].clone(), g_W[:, -1].clone()
+    model.readout.weight.grad, model.readout.bias.grad = g_out, g_b
+    return loss / n_items, torch.cat(out), torch.cat(targets)
+
+
+def eprop_rule(model: SequenceModel):
+    """The online rule for this model, or a one-line error naming what e-prop supports."""
+    if isinstance(model, LSNN):
+        if model.bidirectional:
+            raise EchoesError("e-prop runs forward in time: use learner=gradient for a bidirectional lsnn")
+        return lsnn_eprop
+    if isinstance(model, Recurrent) and isinstance(model.rnn, nn.LSTM):
+        if model.rnn.num_layers != 1 or model.rnn.bidirectional:
+            raise EchoesError("e-prop supports one-layer, one-directional LSTMs (model.num_layers=1) "
+                              "— use learner=gradient for deeper ones")
+        return lstm_eprop
+    raise EchoesError(f"learner eprop supports lsnn and lstm models, not '{model.name}' — "
+                      "use learner=gradient")
+
+
+@register_learner("eprop")
+class EpropLearner(GradientLearner):
+    """e-prop (online, memory independent of sequence length) for lsnn and lstm."""
+
+    def __init__(self, feedback: str = "symmetric", optimizer: str = "adamw",
+                 betas: tuple[float, float] = (0.9, 0.999)) -> None:
+        if feedback not in FEEDBACK:
+            from ..errors import unknown
+
+            raise unknown("e-prop feedback", feedback, FEEDBACK)
+        super().__init__(optimizer, betas)
+        self.feedback = feedback
+        self.B: nn.Parameter | None = None
+
+    def make_optimizer(self, model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+        opt = super().make_optimizer(model, train)
+        if self.feedback == "adaptive":
+            opt.add_param_group({"params": [self.B]})  # moves like W_out, with the same weight decay
+        return opt
+
+    def backward(self, model: SequenceModel, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
+                 loss_fn: nn.Module, scaler: torch.amp.GradScaler,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        smoothing = getattr(loss_fn, "label_smoothing", 0.0)
+        feedback = None if self.B is None else self.B.detach()
+        loss, logits, target = eprop_rule(model)(model, x, lengths, y, feedback, smoothing)
+        if self.feedback == "adaptive":
+            self.B.grad = model.readout.weight.grad.clone()
+        return loss, logits, target
+
+    def fit(self, model: SequenceModel, data: Dataset, train: TrainConfig, *, device: torch.device, seed: int,
+            on_epoch: EpochCallback | None = None) -> FitResult:
+        eprop_rule(model)  # fails early on models e-prop cannot train
+        model.to(device)
+        self.B = None
+        if self.feedback != "symmetric":
+            g = torch.Generator().manual_seed(seed + 7919)
+            w = model.readout.weight
+            self.B = nn.Parameter((torch.randn(w.shape, generator=g) / math.sqrt(w.shape[1])).to(device))
+        return super().fit(model, data, train.model_copy(update={"amp": False}), device=device, seed=seed,
+                           on_epoch=on_epoch)

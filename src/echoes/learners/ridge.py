@@ -1,0 +1,255 @@
+"""Closed-form readout: ridge regression on ``model.features``, λ chosen automatically.
+
+Works for any SequenceModel whose readout is an ``nn.Linear`` (or an
+``AveragedReadout`` of several, one per feature block — ensembles):
+
+1. Stream the features of the training batches once and accumulate, per readout
+   block and in float64, ΣxxT, ΣxyT, Σx, Σy and the count (targets one-hot;
+   framewise tasks count valid frames only). Memory grows with D², not with N.
+2. Centre: the bias is fitted, not regularised. Solve (XcᵀXc + λI) W = XcᵀYc —
+   by Cholesky (eigendecomposition as fallback) for a given ``alpha``, or from one
+   eigendecomposition for a whole grid of λ. With fewer samples than features the
+   dual form K = XcXcᵀ (n × n) is used instead (the features are then cached).
+3. Choose λ by exact leave-one-out (the hat-matrix identity e_i / (1 - h_ii), as
+   scikit-learn's RidgeCV) or on the validation split: highest accuracy, ties broken
+   by the lower squared error. Ensemble members share one λ, chosen for their
+   averaged output.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import Dataset, Sequences
+from ..errors import EchoesError
+from ..metrics import flat_targets
+from ..models import SequenceModel
+from ..models.base import AveragedReadout
+from ..utils import progress
+from . import EpochCallback, FitResult, register_learner
+
+# λ grid, as multiples of the mean eigenvalue of XcᵀXc (so it follows the scale of the features).
+RELATIVE_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-8.0, 1.01, 0.5))
+SELECTIONS = ("auto", "loo", "val")
+
+
+def readout_blocks(readout: nn.Module) -> list[tuple[int, int, nn.Linear]]:
+    """(start, stop, linear) for each linear map of the readout over its feature block."""
+    if isinstance(readout, nn.Linear):
+        return [(0, readout.in_features, readout)]
+    if isinstance(readout, AveragedReadout):
+        edges = np.cumsum([0, *readout.sizes]).tolist()
+        return [(a, b, m) for a, b, m in zip(edges[:-1], edges[1:], readout.members)]
+    raise EchoesError(f"the ridge learner fits a linear readout, and this model's readout is a "
+                      f"{type(readout).__name__} — use learner=gradient")
+
+
+class _Block:
+    """Sufficient statistics and the ridge solution of one linear readout."""
+
+    def __init__(self, start: int, stop: int, linear: nn.Linear, device: torch.device) -> None:
+        self.start, self.stop, self.linear = start, stop, linear
+        d, c = stop - start, linear.out_features
+        f64 = dict(dtype=torch.float64, device=device)
+        self.xtx, self.xty = torch.zeros(d, d, **f64), torch.zeros(d, c, **f64)
+        self.xsum, self.ysum = torch.zeros(d, **f64), torch.zeros(c, **f64)
+        self.n = 0
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        x = x[:, self.start:self.stop].double()
+        self.xtx.addmm_(x.T, x)
+        self.xty.addmm_(x.T, y)
+        self.xsum += x.sum(0)
+        self.ysum += y.sum(0)
+        self.n += len(x)
+
+    def centre(self) -> None:
+        self.mx, self.my = self.xsum / self.n, self.ysum / self.n
+        self.cxx = self.xtx - self.n * torch.outer(self.mx, self.mx)
+        self.cxy = self.xty - self.n * torch.outer(self.mx, self.my)
+        self.scale = float(torch.diagonal(self.cxx).sum()) / self.cxx.shape[0]  # mean eigenvalue
+
+    # -- one λ ------------------------------------------------------------------------
+
+    def solve(self, alpha: float, rows: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """W [d, C] for one λ: Cholesky, or the eigendecomposition when that fails."""
+        if rows is not None:  # dual: W = Xcᵀ (K + λI)⁻¹ Yc
+            xc, yc = rows[0][:, self.start:self.stop].double() - self.mx, rows[1] - self.my
+            return xc.T @ _spd_solve(xc @ xc.T, alpha, yc)
+        return _spd_solve(self.cxx, alpha, self.cxy)
+
+    # -- a grid of λ from one eigendecomposition ------------------------------------------
+
+    def decompose(self, rows: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        self.dual = rows is not None
+        if self.dual:
+            self.xc = rows[0][:, self.start:self.stop].double() - self.mx
+            s, u = torch.linalg.eigh(self.xc @ self.xc.T)
+            self.s, self.v, self.q = s.clamp(min=0), u, u.T @ (rows[1] - self.my)
+        else:
+            s, v = torch.linalg.eigh(self.cxx)
+            self.s, self.v, self.q = s.clamp(min=0), v, v.T @ self.cxy
+        self.proj = self.xc.T @ self.v if self.dual else self.v  # feature space → eigenbasis
+
+    def coef(self, alpha: float) -> torch.Tensor:
+        w = self.v @ (self.q / (self.s + alpha)[:, None])
+        return self.xc.T @ w if self.dual else w
+
+    def predict(self, x: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+        """[G, m, C] predictions of the model fitted with each λ, for new rows x."""
+        z = (x[:, self.start:self.stop].double() - self.mx) @ self.proj
+        return (z[None] / (self.s[None, :] + alphas[:, None])[:, None, :]) @ self.q + self.my
+
+    def loo(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, alphas: torch.Tensor
+            ) -> torch.Tensor:
+        """[G, m, C] exact leave-one-out predictions for training rows ``idx`` (x, y: those rows)."""
+        if self.dual:  # hat matrix 11ᵀ/n + U diag(s/(s+λ)) Uᵀ
+            u = self.v[idx]
+            shrink = self.s[None, :] / (self.s[None, :] + alphas[:, None])  # [G, n]
+            fitted = (u[None] * shrink[:, None, :]) @ self.q + self.my
+            hat = 1.0 / self.n + (u * u) @ shrink.T  # [m, G]
+        else:  # hat matrix 11ᵀ/n + Xc (C + λI)⁻¹ Xcᵀ
+            z = (x[:, self.start:self.stop].double() - self.mx) @ self.v
+            inv = 1.0 / (self.s[None, :] + alphas[:, None])
+            fitted = (z[None] * inv[:, None, :]) @ self.q + self.my
+            hat = 1.0 / self.n + (z * z) @ inv.T
+        leverage = (1.0 - hat.T).clamp(min=1e-12)[:, :, None]  # [G, m, 1]
+        return y - (y - fitted) / leverage
+
+    def write(self, w: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.linear.weight.copy_(w.T.to(self.linear.weight.dtype))
+            self.linear.bias.copy_((self.my - self.mx @ w).to(self.linear.bias.dtype))
+
+
+def _spd_solve(a: torch.Tensor, alpha: float, b: torch.Tensor) -> torch.Tensor:
+    """(A + αI)⁻¹ B for symmetric positive semi-definite A; pseudo-inverse when singular."""
+    reg = a + alpha * torch.eye(len(a), dtype=a.dtype, device=a.device)
+    chol, info = torch.linalg.cholesky_ex(reg)
+    if int(info) == 0:
+        return torch.cholesky_solve(b, chol)
+    s, v = torch.linalg.eigh(reg)
+    keep = s > s.abs().max() * len(s) * torch.finfo(s.dtype).eps
+    return v[:, keep] @ ((v[:, keep].T @ b) / s[keep, None])
+
+
+@register_learner("ridge")
+class RidgeLearner:
+    """Closed-form ridge regression for linear readouts (reservoirs' default learner).
+
+    ``alpha``: a fixed λ; None chooses it from ``alphas`` (default: a log grid
+    relative to the features' scale) by ``select``: ``loo`` (exact leave-one-out on
+    train), ``val`` (the validation split), or ``auto`` (loo for one label per
+    sequence, val for framewise labels, whose neighbouring frames are too alike for
+    leave-one-out). ``batch_size``: sequences per harvest batch (default
+    train.eval_batch_size). ``cache_mb``: features kept in memory for the selection
+    pass; beyond it they are recomputed.
+    """
+
+    def __init__(self, alpha: float | None = None, alphas: list[float] | None = None,
+                 select: str = "auto", batch_size: int | None = None, cache_mb: float = 1024) -> None:
+        if select not in SELECTIONS:
+            from ..errors import unknown
+
+            raise unknown("ridge selection", select, SELECTIONS)
+        if alpha is not None and alpha < 0:
+            raise EchoesError(f"learner.alpha must be >= 0, got {alpha}")
+        if alphas is not None and (not alphas or min(alphas) <= 0):
+            raise EchoesError(f"learner.alphas must be a non-empty list of positive numbers, got {alphas}")
+        self.alpha, self.alphas, self.select = alpha, alphas, select
+        self.batch_size, self.cache_mb = batch_size, cache_mb
+
+    def _batches(self, model: SequenceModel, seqs: Sequences, batch_size: int,
+                 device: torch.device, what: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(features [m, D], labels [m]) of the rows that count, batch by batch."""
+        total = -(-len(seqs) // batch_size)
+        for x, lengths, y in progress(seqs.batches(batch_size, device=device), total=total,
+                                      desc=f"ridge: {what}", unit="batch"):
+            yield flat_targets(model.features(x, lengths), y)
+
+    @torch.no_grad()
+    def fit(self, model: SequenceModel, data: Dataset, train: TrainConfig, *, device: torch.device,
+            seed: int, on_epoch: EpochCallback | None = None) -> FitResult:  # noqa: ARG002
+        model.to(device).eval()
+        blocks = [_Block(a, b, lin, device) for a, b, lin in readout_blocks(model.readout)]
+        num_classes = blocks[0].linear.out_features
+        bs = self.batch_size or train.eval_batch_size
+        t0 = time.perf_counter()
+        cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []
+        cached_bytes = 0
+        for feats, y in self._batches(model, data.train, bs, device, "harvest"):
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+                raise EchoesError(f"labels must lie in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}")
+            onehot = nn.functional.one_hot(y, num_classes).double()
+            for block in blocks:
+                block.add(feats, onehot)
+            if cache is not None:
+                cached_bytes += feats.numel() * feats.element_size()
+                if cached_bytes <= self.cache_mb * 2**20:
+                    cache.append((feats, y))
+                else:
+                    cache = None
+        harvest_seconds = time.perf_counter() - t0
+        n, dims = blocks[0].n, max(b.stop - b.start for b in blocks)
+        if n < 2:
+            raise EchoesError(f"ridge needs at least 2 training rows, got {n}")
+        for block in blocks:
+            block.centre()
+        # the dual form needs every row at hand; it pays when rows are fewer than features
+        rows = None
+        if cache is not None and n < dims:
+            x_all = torch.cat([f for f, _ in cache])
+            y_all = nn.functional.one_hot(torch.cat([y for _, y in cache]), num_classes).double()
+            rows = (x_all, y_all)
+
+        extra: dict[str, float | str | bool] = {"ridge_dual": rows is not None}
+        metrics: dict[str, float] = {}
+        if self.alpha is not None:
+            alpha = float(self.alpha)
+            for block in blocks:
+                block.write(block.solve(alpha, rows))
+        else:
+            select = self.select
+            if select == "auto":
+                select = "val" if data.framewise else "loo"
+            scale = float(np.mean([b.scale for b in blocks])) or 1.0
+            grid = [a * scale for a in RELATIVE_ALPHAS] if self.alphas is None else list(self.alphas)
+            alphas = torch.tensor(grid, dtype=torch.float64, device=device)
+            for block in blocks:
+                block.decompose(rows)
+            correct = torch.zeros(len(grid), dtype=torch.float64, device=device)
+            sse = torch.zeros_like(correct)
+            if select == "loo":
+                source = cache if cache is not None else self._batches(model, data.train, bs, device,
+                                                                       "leave-one-out")
+            else:
+                source = self._batches(model, data.val, bs, device, "validation")
+            offset = 0
+            for feats, y in source:
+                onehot = nn.functional.one_hot(y, num_classes).double()
+                idx = torch.arange(offset, offset + len(y), device=device)
+                offset += len(y)
+                preds = torch.stack([
+                    b.loo(feats, onehot, idx, alphas) if select == "loo" else b.predict(feats, alphas)
+                    for b in blocks]).mean(0)  # [G, m, C]: the averaged readout's output
+                correct += (preds.argmax(-1) == y).sum(1)
+                sse += ((preds - onehot) ** 2).sum((1, 2))
+            best = max(range(len(grid)), key=lambda g: (float(correct[g]), -float(sse[g])))
+            alpha = grid[best]
+            for block in blocks:
+                block.write(block.coef(alpha))
+            metrics[f"{select}_accuracy"] = float(correct[best]) / max(offset, 1)
+            extra["ridge_select"] = select
+        extra["ridge_alpha"] = alpha
+        metrics.update(ridge_alpha=alpha, harvest_seconds=harvest_seconds,
+                       solve_seconds=time.perf_counter() - t0 - harvest_seconds, train_rows=float(n),
+                       features=float(sum(b.stop - b.start for b in blocks)))
+        if on_epoch is not None:
+            on_epoch(1, metrics)
+        return FitResult(history=[metrics], best_epoch=1, extra=extra)

@@ -1,0 +1,463 @@
+"""Reservoir computing: echo state networks (``esn``), deep ESNs (``deep_esn``), ESN ensembles.
+
+A reservoir is a fixed random recurrent layer of leaky-integrator units::
+
+    h[t] = (1 - a) h[t-1] + a f(W_in u[t] + W h[t-1] + b)
+
+``W_in``, ``W`` and ``b`` are drawn once from the seed and kept as buffers; only the
+linear readout is trained — in closed form by the ``ridge`` learner (the default),
+or by ``gradient`` for comparison. Hyperparameters carry the literature's names
+(ReservoirPy's too): ``units``, ``spectral_radius``, ``connectivity``,
+``input_scaling``, ``input_connectivity``, ``bias_scaling``, ``leak_rate``.
+
+The harvest advances every sequence of a batch together, one matrix product per
+time step, under ``no_grad`` and in float32 by default. The batch is sorted by
+length, so at step t only the first k_t columns (the sequences still running) are
+updated: padded steps cost nothing and leave a sequence's state unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import EchoesError, unknown
+from . import register_model
+from .base import AveragedReadout, SequenceModel
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh_,
+    "sigmoid": torch.sigmoid_,
+    "relu": torch.relu_,
+    "identity": lambda z: z,
+}
+POOLINGS = ("last", "mean", "last_mean", "times")
+
+# Up to this size the spectral radius comes from all eigenvalues (LAPACK, exact);
+# above it from ARPACK's 8 largest-magnitude eigenvalues (one alone is unreliable on
+# random matrices, whose eigenvalues crowd the rim of a disc).
+DENSE_EIGEN_MAX_UNITS = 1000
+# On CPU a sparse (CSR) W is used at or below this connectivity, from this many units
+# up; measured in benchmarks/esn_vs_reservoirpy.py --sparse (see BENCHMARKS.md).
+SPARSE_MAX_CONNECTIVITY = 0.1
+SPARSE_MIN_UNITS = 200
+TIME_CHUNK = 64  # steps whose input projection is computed in one product
+
+
+# --- initialisation ----------------------------------------------------------------
+
+
+def random_matrix(rows: int, cols: int, density: float, rng: np.random.Generator,
+                  distribution: str = "uniform") -> np.ndarray:
+    """Dense float64 [rows, cols] with round(density·rows·cols) nonzeros, uniform(-1,1) or normal."""
+    if not 0 < density <= 1:
+        raise EchoesError(f"connectivity must be in (0, 1], got {density}")
+    size = rows * cols
+    nnz = max(1, int(round(density * size)))
+    idx = rng.choice(size, nnz, replace=False) if nnz < size else np.arange(size)
+    values = rng.uniform(-1, 1, nnz) if distribution == "uniform" else rng.standard_normal(nnz)
+    out = np.zeros(size)
+    out[idx] = values
+    return out.reshape(rows, cols)
+
+
+def eigenvalues(w: np.ndarray, method: str = "auto") -> np.ndarray:
+    """All eigenvalues ("dense") or the 8 largest in magnitude ("arpack"; "auto" picks by size)."""
+    n = w.shape[0]
+    if method == "auto":
+        method = "dense" if n <= DENSE_EIGEN_MAX_UNITS else "arpack"
+    if method == "arpack" and n > 10:
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import ArpackNoConvergence, eigs
+
+        try:
+            return eigs(sp.csr_matrix(w), k=8, ncv=min(n - 1, 32), which="LM", tol=0,
+                        return_eigenvectors=False, maxiter=50 * n)
+        except ArpackNoConvergence:
+            pass  # rare; the dense route is slower but always answers
+    return np.linalg.eigvals(w)
+
+
+def radius_scale(eig: np.ndarray, spectral_radius: float, leak_rate: float = 1.0,
+                 effective: bool = False) -> float:
+    """The factor s that gives s·W the spectral radius asked for.
+
+    ``effective``: the radius of the leaky update's linearisation (1-a)·I + a·s·W
+    (Jaeger et al. 2007), found by bisection over all eigenvalues, instead of W's own.
+    """
+    if spectral_radius <= 0:
+        raise EchoesError(f"spectral_radius must be positive, got {spectral_radius}")
+    top = float(np.abs(eig).max()) if len(eig) else 0.0
+    if top < 1e-12:
+        raise EchoesError("the reservoir matrix has no nonzero eigenvalue — raise connectivity or units")
+    if not effective or leak_rate == 1.0:
+        return spectral_radius / top
+    floor = 1.0 - leak_rate
+    if spectral_radius <= floor:
+        raise EchoesError(f"an effective spectral_radius must exceed 1 - leak_rate = {floor:g}, "
+                          f"got {spectral_radius}")
+
+    def radius(s: float) -> float:
+        return float(np.abs(floor + leak_rate * s * eig).max())
+
+    lo, hi = 0.0, (spectral_radius + 1.0) / (leak_rate * top)
+    for _ in range(100):  # radius(s) is convex, radius(0) < target < radius(hi)
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if radius(mid) < spectral_radius else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def to_dtype(name: str) -> torch.dtype:
+    dtypes = {"float32": torch.float32, "float64": torch.float64}
+    if name not in dtypes:
+        raise unknown("dtype", name, dtypes)
+    return dtypes[name]
+
+
+class ReservoirLayer(nn.Module):
+    """One fixed reservoir: ``w_in`` [N, F], ``w`` [N, N], ``bias`` [N] buffers and a leak rate."""
+
+    def __init__(self, w_in: np.ndarray, w: np.ndarray, bias: np.ndarray, *, leak_rate: float,
+                 activation: str, sparse: bool, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.register_buffer("w_in", torch.as_tensor(w_in, dtype=dtype))
+        self.register_buffer("w", torch.as_tensor(w, dtype=dtype))
+        self.register_buffer("bias", torch.as_tensor(bias, dtype=dtype))
+        self.leak_rate = leak_rate
+        self.activation = ACTIVATIONS[activation]
+        self.sparse = sparse
+        self._csr: tuple[tuple, torch.Tensor] | None = None
+
+    @property
+    def units(self) -> int:
+        return self.w.shape[0]
+
+    def recurrent(self) -> torch.Tensor:
+        """W as used in the step: CSR on CPU when sparse pays, else dense (cached per device)."""
+        if not (self.sparse and self.w.device.type == "cpu"):
+            return self.w
+        key = (self.w.device, self.w.dtype, self.w.data_ptr())
+        if self._csr is None or self._csr[0] != key:
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": we rely on mm only
+                warnings.simplefilter("ignore", UserWarning)
+                self._csr = (key, self.w.to_sparse_csr())
+        return self._csr[1]
+
+    def drive(self, z: torch.Tensor) -> torch.Tensor:
+        """Input drive W_in z + b for a chunk z [C, F, B] → [C, N, B], one batched product."""
+        return torch.matmul(self.w_in, z).add_(self.bias[:, None])
+
+    def run(self, u: torch.Tensor, h: torch.Tensor, active: list[int]) -> torch.Tensor:
+        """Advance h [N, B] through the drive u [C, N, B]; u is overwritten with the states.
+
+        Step i updates only the first ``active[i]`` columns (sequences still running);
+        the others keep their state, so every column of u holds a finite, carried state.
+        """
+        w, a, f = self.recurrent(), self.leak_rate, self.activation
+        for i, k in enumerate(active):
+            if k:
+                hk, pre = h[:, :k], u[i, :, :k]
+                pre.addmm_(w, hk)
+                f(pre)
+                if a == 1.0:
+                    hk.copy_(pre)
+                else:
+                    hk.mul_(1.0 - a).add_(pre, alpha=a)
+            u[i].copy_(h)
+        return u
+
+
+def make_layer(n_in: int, units: int, *, rng: np.random.Generator, spectral_radius: float,
+               connectivity: float, input_scaling: float, input_connectivity: float,
+               bias_scaling: float, leak_rate: float, activation: str, effective_radius: bool,
+               sparse: bool | None, dtype: torch.dtype) -> ReservoirLayer:
+    """Draw one reservoir; W is rescaled to exactly the spectral radius asked for."""
+    if units < 1:
+        raise EchoesError(f"units must be at least 1, got {units}")
+    if not 0 < leak_rate <= 1:
+        raise EchoesError(f"leak_rate must be in (0, 1], got {leak_rate}")
+    if activation not in ACTIVATIONS:
+        raise unknown("activation", activation, ACTIVATIONS)
+    w = random_matrix(units, units, connectivity, rng, "normal")
+    w *= radius_scale(eigenvalues(w), spectral_radius, leak_rate, effective_radius)
+    w_in = random_matrix(units, n_in, input_connectivity, rng) * input_scaling
+    bias = rng.uniform(-1, 1, units) * bias_scaling
+    if sparse is None:
+        sparse = connectivity <= SPARSE_MAX_CONNECTIVITY and units >= SPARSE_MIN_UNITS
+    return ReservoirLayer(w_in, w, bias, leak_rate=leak_rate, activation=activation,
+                          sparse=sparse, dtype=dtype)
+
+
+# --- readout features --------------------------------------------------------------
+
+
+def reverse_valid(z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each sequence's valid steps in reverse order; [B, T, D]. Its own inverse."""
+    t = torch.arange(z.shape[1], device=z.device)[None, :]
+    last = lengths.to(z.device)[:, None] - 1
+    idx = torch.where(t <= last, last - t, t)
+    return z.gather(1, idx[:, :, None].expand_as(z))
+
+
+class Pooling:
+    """Turns a stream of state chunks [C, D, B] into readout features for one batch.
+
+    ``last``: the state at each sequence's last step; ``mean``: the mean over steps
+    from ``washout`` on (a sequence no longer than the washout uses its last step);
+    ``times``: states at ``num_times`` evenly spaced steps (the last included);
+    framewise: every step's state.
+    """
+
+    def __init__(self, lengths: torch.Tensor, mode: str, num_times: int, washout: int,
+                 framewise: bool) -> None:
+        self.lengths, self.framewise, self.mode = lengths, framewise, mode
+        self.mean = not framewise and mode in ("mean", "last_mean")
+        start = (lengths - 1).clamp(max=washout)  # per-sequence washout, leaving >= 1 step
+        self.start = start
+        self.count = (lengths - start).clamp(min=1).to(torch.float32)
+        picks = []
+        if not framewise and mode in ("last", "last_mean"):
+            picks.append(lengths - 1)
+        if not framewise and mode == "times":
+            span = (lengths - start).to(torch.float64)
+            for j in range(num_times):
+                picks.append(start + torch.ceil(span * (j + 1) / num_times).long() - 1)
+        self.picks = torch.stack(picks) if picks else None  # [S, B]
+
+    def new(self) -> _Pooled:
+        return _Pooled(self)
+
+    def slots(self) -> int:
+        return (0 if self.picks is None else len(self.picks)) + int(self.mean)
+
+
+class _Pooled:
+    """The accumulators of one stream (one layer, or the input)."""
+
+    def __init__(self, spec: Pooling) -> None:
+        self.spec = spec
+        self.sum: torch.Tensor | None = None
+        self.picked: torch.Tensor | None = None
+        self.chunks: list[torch.Tensor] = []
+
+    def add(self, chunk: torch.Tensor, t0: int) -> None:
+        spec = self.spec
+        c, d, b = chunk.shape
+        if spec.framewise:
+            self.chunks.append(chunk.permute(2, 0, 1).float())  # [B, C, D]
+            return
+        if spec.mean:
+            t = torch.arange(t0, t0 + c, device=chunk.device)[:, None]
+            w = ((t >= spec.start[None, :]) & (t < spec.lengths[None, :])).to(chunk.dtype)
+            part = torch.einsum("cdb,cb->bd", chunk, w)
+            self.sum = part if self.sum is None else self.sum + part
+        if spec.picks is not None:
+            if self.picked is None:
+                self.picked = chunk.new_zeros(len(spec.picks), b, d)
+            local = spec.picks - t0
+            inside = (local >= 0) & (local < c)
+            if inside.any():
+                cols = torch.arange(b, device=chunk.device)[None, :].expand_as(local)
+                s_idx, b_idx = inside.nonzero(as_tuple=True)
+                self.picked[s_idx, b_idx] = chunk[local[s_idx, b_idx], :, cols[s_idx, b_idx]]
+
+    def result(self) -> torch.Tensor:
+        """[B, slots·D] features, or [B, T, D] states when framewise."""
+        if self.spec.framewise:
+            return torch.cat(self.chunks, dim=1)
+        parts = []
+        if self.picked is not None:
+            parts.extend(self.picked.float().unbind(0))
+        if self.sum is not None:
+            parts.append(self.sum.float() / self.spec.count[:, None])
+        return torch.cat(parts, dim=1)
+
+
+# --- the model ---------------------------------------------------------------------
+
+
+class EchoStateNetwork(SequenceModel):
+    """One or more reservoirs (each a stack of layers) and a linear readout.
+
+    One member with one layer is an ESN, with several a DeepESN (layer l is driven by
+    layer l-1's states; the readout sees all layers); several members are an
+    ensemble whose readout averages one linear readout per member.
+    """
+
+    family = "reservoir"
+    default_learner = "ridge"
+
+    def __init__(self, input_size: int, num_classes: int, framewise: bool, *,
+                 members: list[list[ReservoirLayer]], pooling: str = "last_mean",
+                 num_times: int = 4, washout: int = 0, concat_input: bool = False,
+                 bidirectional: bool = False) -> None:
+        super().__init__(input_size, num_classes, framewise)
+        if pooling not in POOLINGS:
+            raise unknown("pooling", pooling, POOLINGS)
+        if num_times < 1 or washout < 0:
+            raise EchoesError(f"need num_times >= 1 and washout >= 0, got {num_times}, {washout}")
+        self.members = nn.ModuleList(nn.ModuleList(layers) for layers in members)
+        self.pooling, self.num_times, self.washout = pooling, num_times, washout
+        self.concat_input, self.bidirectional = concat_input, bidirectional
+        slots = 1 if framewise else {"last": 1, "mean": 1, "last_mean": 2, "times": num_times}[pooling]
+        directions = 2 if bidirectional else 1
+        sizes = [slots * (directions * sum(layer.units for layer in layers)
+                          + (input_size if concat_input else 0)) for layers in members]
+        self.readout = nn.Linear(sizes[0], num_classes) if len(sizes) == 1 else AveragedReadout(
+            sizes, num_classes)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.members[0][0].w.dtype
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):  # states stay in full precision
+            lengths = lengths.to(x.device)
+            order = torch.argsort(lengths, descending=True, stable=True)
+            feats = self._sorted_features(x[order].to(self.dtype), lengths[order])
+            return feats[torch.argsort(order)]
+
+    def _sorted_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Features of a batch sorted by decreasing length, so running sequences are a prefix."""
+        b, t_max, _ = x.shape
+        steps = lengths.cpu()
+        active = (steps[None, :] > torch.arange(t_max)[:, None]).sum(1).tolist()
+        spec = Pooling(lengths, self.pooling, self.num_times, self.washout, self.framewise)
+        inputs = spec.new()
+        per_member: list[list[_Pooled]] = [[] for _ in self.members]
+        for backward in ([False, True] if self.bidirectional else [False]):
+            xs = reverse_valid(x, lengths) if backward else x
+            for m, layers in enumerate(self.members):
+                pooled = [spec.new() for _ in layers]
+                states = [x.new_zeros(layer.units, b) for layer in layers]
+                for t0 in range(0, t_max, TIME_CHUNK):
+                    z = xs[:, t0:t0 + TIME_CHUNK].permute(1, 2, 0)  # [C, F, B]
+                    if self.concat_input and not backward and m == 0:
+                        inputs.add(z, t0)
+                    for layer, h, pool in zip(layers, states, pooled):
+                        z = layer.run(layer.drive(z), h, active[t0:t0 + TIME_CHUNK])
+                        pool.add(z, t0)
+                per_member[m].extend(pooled)
+        blocks = []
+        for pooled in per_member:
+            parts = [p.result() for p in pooled]
+            if self.bidirectional and self.framewise:  # align backward states with their steps
+                half = len(parts) // 2
+                parts[half:] = [reverse_valid(p, lengths) for p in parts[half:]]
+            if self.concat_input:
+                parts.append(inputs.result())
+            blocks.append(torch.cat(parts, dim=-1))
+        return torch.cat(blocks, dim=-1)
+
+
+def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: int,
+              num_reservoirs: int, units: int, spectral_radius: float, connectivity: float,
+              input_scaling: float | None, input_connectivity: float, bias_scaling: float,
+              leak_rate: float, activation: str, effective_radius: bool,
+              coupling_strength: float, pooling: str, num_times: int, washout: int,
+              concat_input: bool, bidirectional: bool, sparse: bool | None, dtype: str,
+              seed: int) -> EchoStateNetwork:
+    """Draw members × num_reservoirs reservoirs from independent streams of the seed."""
+    if members < 1 or num_reservoirs < 1:
+        raise EchoesError(f"need members >= 1 and num_reservoirs >= 1, got {members}, {num_reservoirs}")
+    torch_dtype = to_dtype(dtype)
+    if input_scaling is None:  # a standardised input drives each unit with variance ~1/3
+        input_scaling = 1.0 / np.sqrt(max(1.0, input_size * input_connectivity))
+    streams = np.random.SeedSequence(seed).spawn(members * num_reservoirs)
+    built = []
+    for m in range(members):
+        layers = []
+        for layer in range(num_reservoirs):
+            rng = np.random.default_rng(streams[m * num_reservoirs + layer])
+            first = layer == 0
+            layers.append(make_layer(
+                input_size if first else units, units, rng=rng, spectral_radius=spectral_radius,
+                connectivity=connectivity,
+                input_scaling=input_scaling if first else coupling_strength / np.sqrt(units),
+                input_connectivity=input_connectivity if first else 1.0,
+                bias_scaling=bias_scaling, leak_rate=leak_rate, activation=activation,
+                effective_radius=effective_radius, sparse=sparse, dtype=torch_dtype))
+        built.append(layers)
+    return EchoStateNetwork(input_size, num_classes, framewise, members=built, pooling=pooling,
+                            num_times=num_times, washout=washout, concat_input=concat_input,
+                            bidirectional=bidirectional)
+
+
+@register_model("esn")
+def esn(input_size: int, num_classes: int, framewise: bool = False, units: int = 500,
+        spectral_radius: float = 0.9, connectivity: float = 0.1, input_scaling: float | None = None,
+        input_connectivity: float = 1.0, bias_scaling: float = 0.2, leak_rate: float = 0.3,
+        activation: str = "tanh", effective_radius: bool = False, pooling: str = "last_mean",
+        num_times: int = 4, washout: int = 0, concat_input: bool = False,
+        bidirectional: bool = False, sparse: bool | None = None, dtype: str = "float32",
+        seed: int = 0) -> EchoStateNetwork:
+    """Echo state network (the seed's SimpleESN): one fixed sparse reservoir, ridge readout.
+
+    ``input_scaling`` None scales W_in by 1/√(inputs per unit), so any number of
+    standardised features drives the units alike. ``pooling``: last, mean, last_mean,
+    times (``num_times`` evenly spaced states). ``sparse`` None: CSR on CPU when
+    connectivity <= 0.1 and units >= 200. Spectral radius exact: all eigenvalues up to
+    1000 units, ARPACK above.
+    """
+    return build_esn(input_size, num_classes, framewise, members=1, num_reservoirs=1, units=units,
+                     spectral_radius=spectral_radius, connectivity=connectivity,
+                     input_scaling=input_scaling, input_connectivity=input_connectivity,
+                     bias_scaling=bias_scaling, leak_rate=leak_rate, activation=activation,
+                     effective_radius=effective_radius, coupling_strength=1.0, pooling=pooling,
+                     num_times=num_times, washout=washout, concat_input=concat_input,
+                     bidirectional=bidirectional, sparse=sparse, dtype=dtype, seed=seed)
+
+
+@register_model("deep_esn")
+def deep_esn(input_size: int, num_classes: int, framewise: bool = False, num_reservoirs: int = 3,
+             units: int = 300, coupling_strength: float = 1.0, spectral_radius: float = 0.9,
+             connectivity: float = 0.1, input_scaling: float | None = None,
+             input_connectivity: float = 1.0, bias_scaling: float = 0.2, leak_rate: float = 0.3,
+             activation: str = "tanh", effective_radius: bool = False, pooling: str = "last_mean",
+             num_times: int = 4, washout: int = 0, concat_input: bool = False,
+             bidirectional: bool = False, sparse: bool | None = None, dtype: str = "float32",
+             seed: int = 0) -> EchoStateNetwork:
+    """DeepESN (Gallicchio & Micheli): stacked reservoirs, the readout sees every layer's states.
+
+    Layer l > 1 is driven by layer l-1 through dense weights uniform in
+    ±coupling_strength/√units; each layer's W is rescaled to ``spectral_radius``.
+    ``units`` is per layer; the other options are as for ``esn``.
+    """
+    return build_esn(input_size, num_classes, framewise, members=1, num_reservoirs=num_reservoirs,
+                     units=units, spectral_radius=spectral_radius, connectivity=connectivity,
+                     input_scaling=input_scaling, input_connectivity=input_connectivity,
+                     bias_scaling=bias_scaling, leak_rate=leak_rate, activation=activation,
+                     effective_radius=effective_radius, coupling_strength=coupling_strength,
+                     pooling=pooling, num_times=num_times, washout=washout,
+                     concat_input=concat_input, bidirectional=bidirectional, sparse=sparse,
+                     dtype=dtype, seed=seed)
+
+
+@register_model("esn_ensemble")
+def esn_ensemble(input_size: int, num_classes: int, framewise: bool = False, members: int = 5,
+                 num_reservoirs: int = 1, units: int = 500, coupling_strength: float = 1.0,
+                 spectral_radius: float = 0.9, connectivity: float = 0.1,
+                 input_scaling: float | None = None, input_connectivity: float = 1.0,
+                 bias_scaling: float = 0.2, leak_rate: float = 0.3, activation: str = "tanh",
+                 effective_radius: bool = False, pooling: str = "last_mean", num_times: int = 4,
+                 washout: int = 0, concat_input: bool = False, bidirectional: bool = False,
+                 sparse: bool | None = None, dtype: str = "float32",
+                 seed: int = 0) -> EchoStateNetwork:
+    """Ensemble of ``members`` independent ESNs (or DeepESNs), their readout outputs averaged.
+
+    Each member has its own readout; ridge fits them independently with one λ chosen
+    for the averaged output.
+    """
+    return build_esn(input_size, num_classes, framewise, members=members,
+                     num_reservoirs=num_reservoirs, units=units, spectral_radius=spectral_radius,
+                     connectivity=connectivity, input_scaling=input_scaling,
+                     input_connectivity=input_connectivity, bias_scaling=bias_scaling,
+                     leak_rate=leak_rate, activation=activation, effective_radius=effective_radius,
+                     coupling_strength=coupling_strength, pooling=pooling, num_times=num_times,
+                     washout=washout, concat_input=concat_input, bidirectional=bidirectional,
+                     sparse=sparse, dtype=dtype, seed=seed)
