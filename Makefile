@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: setup system-deps demo test lint clean
 
 # Debian packages the tests and generators need, installed when absent (root or sudo).
-APT_PACKAGES := festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+APT_PACKAGES := festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,25 @@ def run_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory):
+    """An empty MLflow SQLite store, created once per session: creating one runs every schema
+    migration, which takes seconds; copying the file takes none."""
+    from echoes.tracking import ensure_store
+
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    ensure_store(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def tracked_dir(run_dir, migrated_store):
+    """run_dir with a fresh, ready MLflow store at echoes-runs/mlflow.db (the default location)."""
+    (run_dir / "echoes-runs").mkdir()
+    shutil.copyfile(migrated_store, run_dir / "echoes-runs" / "mlflow.db")
+    return run_dir
 
 
 @pytest.fixture
@@ -37,3 +57,13 @@ def tiny_npz(tmp_path):
     path = tmp_path / "tiny.npz"
     np.savez(path, X_train=x_tr, y_train=y_tr, X_test=x_te, y_test=y_te)
     return path
+
+
+@pytest.fixture(scope="session")
+def speech_corpus(tmp_path_factory):
+    """A tiny TIMIT-layout corpus spoken by Festival, made once per test session (needs `make system-deps`)."""
+    from echoes.data.speech.make_speech import make_speech
+
+    root = tmp_path_factory.mktemp("speech") / "corpus"
+    make_speech(root, regions=2, train_speakers=2, test_speakers=1, dev_speakers=1, sentences=2, seed=0)
+    return root

@@ -117,6 +117,7 @@ def train(
             "test_top5": test.top_k(5) if ds.num_classes > 5 else None,
             "test_loss": test.loss(),
             "val_accuracy": val.accuracy,
+            "val_loss": val.loss(),
             "train_accuracy": tr.accuracy,
             "overfit_gap": tr.accuracy - val.accuracy,
             "train_seconds": train_seconds,

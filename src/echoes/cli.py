@@ -116,6 +116,46 @@ def cmd_make_speech(args: argparse.Namespace) -> None:
     print(f"train on it: echoes train model=lsnn data=timit:{r['root']}")
 
 
+def cmd_make_videos(args: argparse.Namespace) -> None:
+    from .data.video.make_videos import make_videos
+    from .utils import progress
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise EchoesError(f"--size must look like 128x96, got '{args.size}'") from None
+    bar = progress(None, total=args.classes * args.groups * args.clips, unit="clip", desc="make-videos")
+    with bar:
+        r = make_videos(args.root, classes=args.classes, groups=args.groups, clips=args.clips,
+                        min_frames=args.min_frames, max_frames=args.max_frames, width=width,
+                        height=height, seed=args.seed, force=args.force, on_clip=bar.update)
+    train, test = r["splits"][1]
+    print(f"{r['root']}: {r['clips']} clips of {len(r['classes'])} motion classes in the UCF101 layout "
+          f"({r['seconds']:.0f}s); split 1: {train} train / {test} test")
+    print(f"train on it: echoes train model=esn data=ucf101:{r['root']}")
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    from .config import parse_overrides
+    from .data import SOURCES, parse_source
+
+    kind, name = parse_source(args.source)
+    options = parse_overrides(args.options)
+    if "backbone" in options:  # `backbone=resnet18` reads better here than `features=resnet18`
+        options["features"] = options.pop("backbone")
+    seed = options.pop("seed", 0)
+    raw = SOURCES.build(kind, name=name, seed=seed, **options)
+    if "feature_cache" not in raw.info:
+        raise EchoesError(f"{kind}: this source keeps no feature cache — nothing to extract")
+    print(f"{args.source}: train {len(raw.train)} / test {len(raw.test)} sequences, "
+          f"{raw.train.x.shape[1]} steps × {raw.train.num_features} features")
+    for key, value in raw.info.items():
+        if isinstance(value, float):
+            value = f"{value:.1f}"
+        if isinstance(value, str | int | bool):
+            print(f"  {key}: {value}")
+
+
 def cmd_models(args: argparse.Namespace) -> None:  # noqa: ARG001
     from .models import list_models
 
@@ -175,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list data sources and bundled datasets").set_defaults(func=cmd_datasets)
 
+    f = sub.add_parser("features", help="extract a source's per-frame features into its cache (once)")
+    f.add_argument("source", help="e.g. ucf101:data/ucf101")
+    f.add_argument("options", nargs="*", metavar="KEY=VALUE",
+                   help="source options, e.g. backbone=resnet18 weights=imagenet frames=16 split=1")
+    f.set_defaults(func=cmd_features)
+
     # `echoes data <command>`: tools that write datasets (generated videos, speech corpora...)
     d = sub.add_parser("data", help="generate datasets in the layouts of real ones")
     data_sub = d.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -187,6 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--sentences", type=int, default=8, help="sentences per speaker besides SA1, SA2 (default 8)")
     ms.add_argument("--seed", type=int, default=0)
     ms.set_defaults(func=cmd_make_speech)
+    mv = data_sub.add_parser("make-videos", help="write synthetic motion-class videos in the UCF101 layout")
+    mv.add_argument("root", help="output folder (UCF-101/ and ucfTrainTestlist/ go inside)")
+    mv.add_argument("--classes", type=int, default=8, help="motion classes, 2-8 (default 8)")
+    mv.add_argument("--groups", type=int, default=10, help="groups gXX per class (default 10)")
+    mv.add_argument("--clips", type=int, default=5, help="clips cYY per group (default 5)")
+    mv.add_argument("--min-frames", type=int, default=36, help="shortest clip in frames (default 36)")
+    mv.add_argument("--max-frames", type=int, default=60, help="longest clip in frames (default 60)")
+    mv.add_argument("--size", default="128x96", help="frame WIDTHxHEIGHT, even numbers (default 128x96)")
+    mv.add_argument("--seed", type=int, default=0)
+    mv.add_argument("--force", action="store_true", help="replace a dataset already in ROOT")
+    mv.set_defaults(func=cmd_make_videos)
     del data_sub  # each generator adds its parser here
     return p
 

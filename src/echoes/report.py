@@ -33,7 +33,7 @@ from .errors import EchoesError, did_you_mean
 from .suite import SUMMARY_COLUMNS, format_cell, summarize
 
 Echo = Callable[[str], None]
-FIG_WIDTH, FIG_HEIGHT = 900, 440
+FIG_WIDTH, FIG_HEIGHT = 740, 440  # two figures side by side on a wide screen
 CURVE_METRIC = "epoch/val_accuracy"
 
 
@@ -310,7 +310,8 @@ def fig_confusion(cm: list[list[int]], classes: list[str], title: str) -> Any:
                                text=m.astype(int), texttemplate="%{text}" if len(classes) <= 20 else None,
                                hovertemplate="true %{y}<br>predicted %{x}<br>%{text} (%{z:.0%})<extra></extra>"))
     size = min(900, 260 + 28 * len(classes))
-    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", width=size + 120, height=size,
+    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", width=max(FIG_WIDTH, size + 120),
+                      height=max(FIG_HEIGHT, size),
                       yaxis={"autorange": "reversed"}, template="plotly_white")
     return fig
 
@@ -502,7 +503,7 @@ def write_report(out_dir: str | Path, *, uri: str | None = None, experiments: li
     chosen = _confusion_run(client, runs, sweeps, confusion_run)
     if chosen is not None:
         run, cm = chosen
-        title = f"Confusion matrix: {run.label} on {run.data}, seed {run.seed} (run {run.run_id[:8]})"
+        title = f"{run.label} · {run.data} · seed {run.seed} (run {run.run_id[:8]})"
         figures["confusion_matrix"] = fig_confusion(cm["matrix"], cm["classes"], title)
     notes: dict[str, str] = {}
     for sweep, points in sweep_data:

@@ -40,6 +40,7 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no calls home (and no timeouts offline)
     for name in ("alembic", "mlflow", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -90,19 +90,21 @@ def lsnn_eprop(model: LSNN, x: torch.Tensor, lengths: torch.Tensor, y: torch.Ten
     spikes, n_steps, loss, out, targets = x.new_zeros(h), 0, x.new_zeros(()), [], []
     for t in range(t_max):
         pre_rec = s.z
+        # ε_a^t = ψ^{t-1} ε_v^{t-1} + (ρ − β ψ^{t-1}) ε_a^{t-1}, then ε_v^t = α ε_v^{t-1} + pre^t (in place)
         p = psi_prev[:, :na, None]
-        ea_in = p * ev_in[:, None] + (rho - beta * p) * ea_in
-        ea_rec = p * ev_rec[:, None] + (rho - beta * p) * ea_rec
+        ea_in.mul_(rho - beta * p).addcmul_(p, ev_in[:, None])
+        ea_rec.mul_(rho - beta * p).addcmul_(p, ev_rec[:, None])
         ev_in = alpha * ev_in + xs[:, t]
         ev_rec = alpha * ev_rec + pre_rec
         s, v_scaled = layer.step(i_in[:, t], s)
         psi = pseudo_derivative(v_scaled) / thr
+        # e^t = ψ^t (ε_v^t − β ε_a^t); ē^t = κ ē^{t-1} + e^t
         e_in = psi[:, :, None] * ev_in[:, None]
         e_rec = psi[:, :, None] * ev_rec[:, None]
-        e_in[:, :na] -= psi[:, :na, None] * beta * ea_in
-        e_rec[:, :na] -= psi[:, :na, None] * beta * ea_rec
-        eb_in = kappa * eb_in + e_in
-        eb_rec = kappa * eb_rec + e_rec
+        e_in[:, :na].addcmul_(psi[:, :na, None] * beta, ea_in, value=-1)
+        e_rec[:, :na].addcmul_(psi[:, :na, None] * beta, ea_rec, value=-1)
+        eb_in.mul_(kappa).add_(e_in)
+        eb_rec.mul_(kappa).add_(e_rec)
         zeta = kappa * zeta + s.z
         logits = model.readout(zeta)
         y_t, counted = _counted(y, lengths, t, model.framewise)

@@ -74,12 +74,19 @@ class SpikingLayer(nn.Module):
         self.threshold = threshold
         self.refractory = refractory
         n_adaptive = round(adaptive_fraction * hidden_size)
-        self.register_buffer("beta", torch.tensor([beta] * n_adaptive + [0.0] * (hidden_size - n_adaptive)))
-        self.register_buffer("rec_mask", 1.0 - torch.eye(hidden_size))  # no self-connections
+        # Constants, not weights: kept as bool buffers so they follow the device but count as no parameter.
+        self.register_buffer("adaptive", torch.arange(hidden_size) < n_adaptive)  # ALIF neurons first
+        self.register_buffer("rec_mask", ~torch.eye(hidden_size, dtype=torch.bool))  # no self-connections
+        self.beta_value = beta
         self.w_in = nn.Parameter(torch.randn(hidden_size, input_size, generator=generator) / math.sqrt(input_size))
         w_rec = torch.randn(hidden_size, hidden_size, generator=generator) / math.sqrt(hidden_size)
         self.w_rec = nn.Parameter(w_rec * self.rec_mask)
         self.bias = nn.Parameter(torch.zeros(hidden_size))  # input current at rest (set by init=lmu)
+
+    @property
+    def beta(self) -> torch.Tensor:
+        """Adaptation strength per neuron: β for ALIF, 0 for LIF."""
+        return self.adaptive * self.beta_value
 
     def initial_state(self, batch: int, like: torch.Tensor) -> State:
         zeros = like.new_zeros(batch, self.hidden_size)

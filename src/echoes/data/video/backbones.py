@@ -10,6 +10,8 @@
 ``small_cnn`` is three strided convolutions with fixed, seeded random weights
 whose 4×4 grid is kept (not averaged away), so positions and orientations stay
 in the features — enough for motion on generated videos, and no file to fetch.
+Its first filters have zero mean, so they answer edges and not flat colour: a
+scene's lighting or backdrop colour barely moves the features, an outline does.
 The torchvision networks load ImageNet weights through torchvision, which
 downloads them into the torch hub cache when online; offline, the error says
 which file to put where.
@@ -75,12 +77,14 @@ def _small_cnn(weights: str) -> Backbone:
     ]
     net = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(4))
     g = torch.Generator().manual_seed(0)  # the same features on every machine and run
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-            with torch.no_grad():
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2 / fan_in) ** 0.5)
                 m.bias.zero_()
+        first = blocks[0][0].weight  # zero-mean: edges respond, flat colour (lighting) does not
+        first.sub_(first.mean((2, 3), keepdim=True))
     return Backbone(net, 32 * 4 * 4, blocks)
 
 

@@ -44,7 +44,16 @@ _SHAPES = {  # convex outlines in unit coordinates, vertices in angular order
     "ellipse": [(math.cos(a), 0.55 * math.sin(a)) for a in np.arange(20) * 2 * math.pi / 20],
     "pentagon": [(math.cos(a), 0.7 * math.sin(a)) for a in np.arange(5) * 2 * math.pi / 5],
 }
-SCALE_RANGE = (0.1, 0.25)  # shape radius, as a fraction of the frame's shorter side
+SCALE_RANGE = (0.15, 0.3)  # shape radius, as a fraction of the frame's shorter side
+TRAVEL = (0.4, 0.6)  # distance moved, as a fraction of the shorter side
+MIDPOINT = (0.35, 0.65)  # where the path's middle lies, same fraction
+TURN = (0.5, 1.5)  # rotation, in half turns
+ZOOM = 1.8  # least ratio between the first and last scale
+BACKDROP = (0.35, 0.65)  # range of the background's base colour
+TEXTURE = (0.01, 0.04)  # amplitude of the background's colour waves
+GRAIN = 0.02  # the background's fixed grain
+BRIGHTNESS = 0.05  # per-clip lighting change
+DISTRACTORS = 1  # most still shapes per clip
 STAGING = ".make-videos-partial"
 
 
@@ -76,12 +85,12 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A smooth colour field with a fine grain: one per group, like a scene."""
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    img = np.ones((h, w, 3)) * rng.uniform(0.25, 0.75, 3)
+    img = np.ones((h, w, 3)) * rng.uniform(*BACKDROP, 3)
     for _ in range(4):
         fx, fy = rng.uniform(-5, 5, 2)
         wave = np.sin(2 * np.pi * (fx * xx + fy * yy) + rng.uniform(0, 2 * np.pi))
-        img += wave[..., None] * rng.uniform(0.02, 0.08, 3)
-    img += rng.normal(0, 0.03, (h, w, 1))
+        img += wave[..., None] * rng.uniform(*TEXTURE, 3)
+    img += rng.normal(0, GRAIN, (h, w, 1))
     return np.clip(img, 0, 1).astype(np.float32)
 
 
@@ -120,24 +129,24 @@ def _clip(rng: np.random.Generator, action: str, background: np.ndarray, length:
     left, top = (w - side) / 2, (h - side) / 2  # motion stays in the centre square (the crop)
     lo, hi = SCALE_RANGE
     t = np.linspace(-0.5, 0.5, length)
-    centre = rng.uniform(0.32, 0.68, 2)
+    centre = rng.uniform(*MIDPOINT, 2)
     angle = np.full(length, rng.uniform(0, 2 * np.pi))
     radius = np.full(length, math.exp(rng.uniform(math.log(lo), math.log(hi))))
     pos = np.tile(centre, (length, 1))
     if action in _DIRECTIONS:
-        pos = centre + np.outer(t * rng.uniform(0.3, 0.5), _DIRECTIONS[action])
+        pos = centre + np.outer(t * rng.uniform(*TRAVEL), _DIRECTIONS[action])
     elif action.startswith("Rotate"):
-        turn = rng.uniform(0.5, 1.5) * np.pi * (1 if action == "RotateClockwise" else -1)
+        turn = rng.uniform(*TURN) * np.pi * (1 if action == "RotateClockwise" else -1)
         angle = angle + t * turn
-    else:  # zoom between two scales at least 1.8x apart
-        ratio = math.exp(rng.uniform(math.log(1.8), math.log(hi / lo)))
+    else:  # zoom between two scales at least ZOOM times apart
+        ratio = math.exp(rng.uniform(math.log(ZOOM), math.log(hi / lo)))
         small = math.exp(rng.uniform(math.log(lo), math.log(hi / ratio)))
         grow = t if action == "ZoomIn" else -t
         radius = small * ratio ** (grow + 0.5)
     shape = str(rng.choice(list(_SHAPES)))
     colours = _colours(rng)
-    still = background * np.float32(rng.uniform(0.85, 1.15))
-    for _ in range(int(rng.integers(0, 3))):  # still distractors: only the moving shape matters
+    still = background * np.float32(rng.uniform(1 - BRIGHTNESS, 1 + BRIGHTNESS))
+    for _ in range(int(rng.integers(0, DISTRACTORS + 1))):  # only the moving shape matters
         spot = (left + rng.uniform(0.1, 0.9) * side, top + rng.uniform(0.1, 0.9) * side)
         _draw(still, str(rng.choice(list(_SHAPES))), spot, rng.uniform(lo, hi) * side,
               rng.uniform(0, 2 * np.pi), _colours(rng))

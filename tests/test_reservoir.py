@@ -1,0 +1,196 @@
+"""Echo state networks: reservoir properties, the batched harvest, readout features, training."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from echoes.api import train
+from echoes.config import load_config
+from echoes.errors import EchoesError
+from echoes.models import create_model
+from echoes.models.reservoir import eigenvalues, make_layer, radius_scale
+
+SMALL = dict(units=60, connectivity=0.2)
+
+
+def esn(name="esn", f=3, c=2, **kw):
+    return create_model(name, input_size=f, num_classes=c, **{**SMALL, **kw})
+
+
+def reference_states(model, x):
+    """Every layer's states for one sequence x [T, F], stepped one at a time in float64 NumPy."""
+    out, z = [], x.astype(np.float64)
+    for layer in model.members[0]:
+        w_in, w, b = (t.double().numpy() for t in (layer.w_in, layer.w, layer.bias))
+        h, states = np.zeros(layer.units), []
+        for u in z:
+            h = (1 - layer.leak_rate) * h + layer.leak_rate * np.tanh(w_in @ u + w @ h + b)
+            states.append(h)
+        z = np.array(states)
+        out.append(z)
+    return out
+
+
+def batch(seed=0, n=5, t=14, f=3):
+    """Variable lengths (1 included) and junk, not zeros, on the padded steps."""
+    rng = np.random.default_rng(seed)
+    lengths = np.array([t, 1, 6, t - 1, 3][:n])
+    x = rng.standard_normal((n, t, f)).astype(np.float32)
+    junk = np.arange(t)[None, :] >= lengths[:, None]
+    x[junk] = 50 * rng.standard_normal((int(junk.sum()), f))
+    return torch.from_numpy(x), torch.from_numpy(lengths)
+
+
+def test_echo_state_property_forgets_the_initial_state():
+    layer = esn(units=100).members[0][0]
+    u = layer.drive(torch.randn(300, 3, 1))
+    h_zero, h_rand = torch.zeros(100, 1), torch.rand(100, 1) * 2 - 1
+    a = layer.run(u.clone(), h_zero, [1] * 300)
+    b = layer.run(u.clone(), h_rand, [1] * 300)
+    gap = (a - b).norm(dim=1).squeeze()
+    assert gap[0] > 0.1 and gap[-1] < 1e-4 * gap[0]
+
+
+@pytest.mark.parametrize("method", ["dense", "arpack"])
+def test_spectral_radius_is_exact(method):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((300, 300)) * (rng.random((300, 300)) < 0.1)
+    scaled = w * radius_scale(eigenvalues(w, method), 0.9)
+    assert np.abs(np.linalg.eigvals(scaled)).max() == pytest.approx(0.9, abs=1e-9)
+
+
+def test_model_reservoir_radius_and_effective_leaky_radius():
+    w = esn(units=200, spectral_radius=1.1).members[0][0].w.double().numpy()
+    assert np.abs(np.linalg.eigvals(w)).max() == pytest.approx(1.1, abs=1e-5)
+    layer = make_layer(3, 200, rng=np.random.default_rng(1), spectral_radius=0.95, connectivity=0.1,
+                       input_scaling=1.0, input_connectivity=1.0, bias_scaling=0.0, leak_rate=0.2,
+                       activation="tanh", effective_radius=True, sparse=None, dtype=torch.float64)
+    leaky = 0.8 * np.eye(200) + 0.2 * layer.w.numpy()
+    assert np.abs(np.linalg.eigvals(leaky)).max() == pytest.approx(0.95, abs=1e-9)
+
+
+def test_features_match_a_step_by_step_reference():
+    model = esn("deep_esn", num_reservoirs=2, units=40, pooling="last_mean", washout=2, dtype="float64")
+    x, lengths = batch()
+    feats = model.features(x, lengths).double().numpy()
+    for i, n in enumerate(lengths.tolist()):
+        layers = reference_states(model, x[i, :n].numpy())
+        start = min(2, n - 1)
+        expect = np.concatenate([np.concatenate([s[-1], s[start:].mean(0)]) for s in layers])
+        np.testing.assert_allclose(feats[i], expect, atol=1e-10)
+
+
+def test_times_pooling_picks_evenly_spaced_states():
+    model = esn(pooling="times", num_times=3, dtype="float64")
+    x, lengths = batch()
+    feats = model.features(x, lengths).double().numpy()
+    for i, n in enumerate(lengths.tolist()):
+        states = reference_states(model, x[i, :n].numpy())[0]
+        picks = [int(np.ceil(n * (j + 1) / 3)) - 1 for j in range(3)]
+        np.testing.assert_allclose(feats[i], states[picks].ravel(), atol=1e-10)
+
+
+@pytest.mark.parametrize("name, kw", [
+    ("esn", dict(pooling="last")),
+    ("esn", dict(pooling="mean", washout=4, sparse=True)),
+    ("esn", dict(pooling="times", bidirectional=True, concat_input=True)),
+    ("deep_esn", dict(num_reservoirs=2, bidirectional=True)),
+    ("esn_ensemble", dict(members=3, concat_input=True)),
+])
+def test_padding_never_changes_features(name, kw):
+    """A sequence alone gives the same features as inside a padded batch with junk padding."""
+    model = esn(name, **kw)
+    x, lengths = batch()
+    feats = model.features(x, lengths)
+    assert feats.shape == (5, _in_features(model))
+    for i, n in enumerate(lengths.tolist()):
+        alone = model.features(x[i:i + 1, :n], lengths[i:i + 1])
+        torch.testing.assert_close(alone[0], feats[i], atol=1e-5, rtol=1e-5)
+
+
+def _in_features(model):
+    ro = model.readout
+    return ro.in_features if hasattr(ro, "in_features") else sum(ro.sizes)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(bidirectional=True, concat_input=True)])
+def test_framewise_states_per_step_ignore_padding(kw):
+    model = esn("deep_esn", num_reservoirs=2, framewise=True, **kw)
+    x, lengths = batch()
+    feats = model.features(x, lengths)
+    assert feats.shape[:2] == x.shape[:2] and feats.shape[2] == _in_features(model)
+    for i, n in enumerate(lengths.tolist()):
+        alone = model.features(x[i:i + 1, :n], lengths[i:i + 1])
+        torch.testing.assert_close(alone[0], feats[i, :n], atol=1e-5, rtol=1e-5)
+    if not kw:  # forward states at step t are the states of the first t steps
+        ref = reference_states(model, x[0].numpy())
+        np.testing.assert_allclose(feats[0].numpy(), np.concatenate(ref, axis=1), atol=1e-5)
+
+
+def test_sparse_and_dense_reservoirs_agree():
+    x, lengths = batch()
+    a = esn(units=250, connectivity=0.05, sparse=True)
+    b = esn(units=250, connectivity=0.05, sparse=False)
+    assert a.members[0][0].recurrent().layout == torch.sparse_csr
+    torch.testing.assert_close(a.features(x, lengths), b.features(x, lengths), atol=1e-5, rtol=1e-5)
+
+
+def test_seed_determines_the_reservoir():
+    x, lengths = batch()
+    a, b, c = esn(seed=3), esn(seed=3), esn(seed=4)
+    assert torch.equal(a.features(x, lengths), b.features(x, lengths))
+    assert not torch.equal(a.members[0][0].w, c.members[0][0].w)
+
+
+def test_only_the_readout_is_trainable():
+    model = esn("esn_ensemble", members=2)
+    trainable, total = model.parameter_counts()
+    assert trainable == 2 * (2 * 60 * 2 + 2)  # two readouts over last+mean of 60 units
+    assert total == trainable + 2 * (60 * 60 + 60 * 3 + 60)
+    assert all(p.requires_grad for p in model.parameters())
+    assert {n.rsplit(".", 1)[-1] for n, _ in model.named_buffers()} == {"w_in", "w", "bias"}
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(pooling="max"), "unknown pooling 'max'"),
+    (dict(leak_rate=0.0), "leak_rate"),
+    (dict(activation="tanhh"), "did you mean 'tanh'"),
+    (dict(spectral_radius=0.5, leak_rate=0.3, effective_radius=True), "1 - leak_rate"),
+    (dict(dtype="float16"), "unknown dtype"),
+    (dict(connectivity=0.0), "connectivity"),
+])
+def test_bad_hyperparameters_are_one_line_errors(kw, message):
+    with pytest.raises(EchoesError, match=message):
+        esn(**kw)
+
+
+def _cfg(npz, *extra):
+    return load_config(None, [f"data=npz:{npz}", "tracking=false", "model.units=100", *extra])
+
+
+def test_ridge_and_gradient_both_train_the_esn_readout(run_dir, tiny_npz):
+    ridge = train(_cfg(tiny_npz, "model=esn"))
+    assert ridge["learner"] == "ridge" and ridge["epochs"] == 1 and ridge["ridge_alpha"] > 0
+    assert ridge["test_accuracy"] >= 0.9  # chance 0.5: the first step's sign, kept to the end
+    grad = train(_cfg(tiny_npz, "model=esn", "learner=gradient", "train.epochs=15", "train.lr=0.02"))
+    assert grad["label"] == "esn+gradient" and grad["test_accuracy"] >= 0.8
+    deep = train(_cfg(tiny_npz, "model=deep_esn", "model.num_reservoirs=2"))
+    assert deep["family"] == "reservoir" and deep["test_accuracy"] >= 0.9
+
+
+def test_cli_trains_esn_on_basic_motions(run_dir):
+    p = subprocess.run([sys.executable, "-m", "echoes", "train", "model=esn", "data=uea:BasicMotions",
+                        "--json", "r.json"], cwd=run_dir, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "learner ridge" in p.stdout
+    r = json.loads((run_dir / "r.json").read_text())
+    assert r["test_accuracy"] >= 0.8  # 4 classes
+    assert r["ridge_alpha"] > 0 and r["mlflow_run_id"]
+    import mlflow
+
+    run = mlflow.MlflowClient(f"sqlite:///{run_dir}/echoes-runs/mlflow.db").get_run(r["mlflow_run_id"])
+    assert run.data.metrics["ridge_alpha"] == pytest.approx(r["ridge_alpha"])
