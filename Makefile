@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system-deps demo test lint clean
+.PHONY: setup system-deps demo phones test lint clean
 
 # Debian packages the tests and generators need, installed when absent (root or sudo).
 APT_PACKAGES := festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium
@@ -17,6 +17,10 @@ setup: $(BIN)/.installed
 
 demo: setup  ## the default comparison: configs/suites/quick.yaml
 	$(BIN)/echoes compare
+
+phones: setup system-deps  ## the phones suite on a Festival corpus written to data/speech (once)
+	@[ -d data/speech/TRAIN ] || $(BIN)/echoes data make-speech data/speech
+	$(BIN)/echoes compare phones
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -133,14 +133,12 @@ def test_page_renders_in_headless_chromium(store, tmp_path):
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--hide-scrollbars"]
     shot = tmp_path / "page.png"
-    subprocess.run([*flags, "--window-size=1600,2400", f"--screenshot={shot}", page.as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    dom = subprocess.run([*flags, "--window-size=1600,2400", f"--screenshot={shot}", "--dump-dom", page.as_uri()],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     assert pixels.std() > 20 and (pixels.sum(2) < 300).mean() > 0.005  # not blank: text and lines
     gru = tuple(int(palette(["gru", "rnn"])["gru"][i: i + 2], 16) for i in (1, 3, 5))
     assert (np.abs(pixels - gru).sum(2) < 30).sum() > 2000  # the model's colour fills plots, not just a swatch
-    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True,
-                         timeout=120).stdout
     divs = dict(re.findall(r'<div id="([a-z_0-9.-]+)" class="(plotly-graph-div[^"]*)"', dom))
     assert {"accuracy_vs_time", "accuracy_vs_params", "peak_memory", "learning_curves", "confusion_matrix",
             "sweep_lr_params", "sweep_lr_importance"} == set(divs)

@@ -131,6 +131,7 @@ def train(
             "total_params": total,
             "convergence_epoch": convergence_epoch(val_curve),
             "framewise": ds.framewise,
+            **({"test_error_rate": 1 - test.accuracy} if ds.framewise else {}),  # frame error rate
             **{k: v for k, v in fit.extra.items() if isinstance(v, int | float | str | bool)},
             **{k: v for k, v in ds.info.items() if k.startswith("skipped")},
         }

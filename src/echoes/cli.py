@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("root", help="output folder (UCF-101/ and ucfTrainTestlist/ go inside)")
     mv.add_argument("--classes", type=int, default=8, help="motion classes, 2-8 (default 8)")
     mv.add_argument("--groups", type=int, default=10, help="groups gXX per class (default 10)")
-    mv.add_argument("--clips", type=int, default=5, help="clips cYY per group (default 5)")
+    mv.add_argument("--clips", type=int, default=8, help="clips cYY per group (default 8)")
     mv.add_argument("--min-frames", type=int, default=36, help="shortest clip in frames (default 36)")
     mv.add_argument("--max-frames", type=int, default=60, help="longest clip in frames (default 60)")
     mv.add_argument("--size", default="128x96", help="frame WIDTHxHEIGHT, even numbers (default 128x96)")

@@ -126,7 +126,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((r["data"], r["label"]), []).append(r)
     rows = []
     for (data, label), rs in groups.items():
-        row: dict[str, Any] = {"data": data, "label": label, "learner": rs[0]["learner"], "seeds": len(rs)}
+        row: dict[str, Any] = {"data": data, "label": label, "learner": rs[0]["learner"], "seeds": len(rs),
+                               "framewise": bool(rs[0].get("framewise"))}
         for key, _, _ in SUMMARY_COLUMNS + [("val_accuracy", "", ""), ("total_params", "", ""),
                                            ("test_top5", "", ""), ("train_accuracy", "", "")]:
             values = [r[key] for r in rs if r.get(key) is not None]
@@ -153,7 +154,8 @@ def format_cell(row: dict[str, Any], key: str, fmt: str | None) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     headers = ["dataset", "model", "learner", "seeds"] + [h for _, h, _ in SUMMARY_COLUMNS]
     body = [
-        [r["data"], r["label"], r["learner"], str(r["seeds"])] + [format_cell(r, k, f) for k, _, f in SUMMARY_COLUMNS]
+        [r["data"] + (" [frames]" if r.get("framewise") else ""), r["label"], r["learner"], str(r["seeds"])]
+        + [format_cell(r, k, f) for k, _, f in SUMMARY_COLUMNS]
         for r in rows
     ]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
@@ -170,6 +172,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             out.append("")
         previous = r["data"]
         out.append(line(b))
+    if any(r.get("framewise") for r in rows):
+        out.append("\n[frames]: test acc is framewise accuracy over labelled frames (frame error rate = 1 − acc)")
     return "\n".join(out)
 
 

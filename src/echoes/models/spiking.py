@@ -260,11 +260,15 @@ def lmu_init(layer: SpikingLayer, *, order: int, theta: float, channels: int, rn
     # Decoders: regularised least squares from rates at sample states back to the states.
     samples = rng.normal(0, 1, (4000, dims)) * sigma
     rates = np.interp(gain * (samples @ E.T) + bias, grid, curve)
-    reg = (0.1 * rates.max()) ** 2 * len(samples)
-    D = np.linalg.solve(rates.T @ rates + reg * np.eye(h), rates.T @ samples)  # [H_lif, D]
+    gram = rates.T @ rates + (0.03 * rates.max()) ** 2 * len(samples) * np.eye(h)
+    target = rates.T @ samples
+    D = np.linalg.solve(gram, target)  # [H_lif, D]
     encoders = gain[:, None] * E
-    w_rec = encoders @ A_full @ D.T
-    np.fill_diagonal(w_rec, 0.0)
+    # No self-connections: each neuron's input is decoded from the others only (leave-one-out decoders).
+    w_rec = np.zeros((h, h))
+    for j in range(h):
+        others = np.arange(h) != j
+        w_rec[j, others] = encoders[j] @ A_full @ np.linalg.solve(gram[np.ix_(others, others)], target[others]).T
     with torch.no_grad():
         idx = torch.as_tensor(lif)
         layer.w_rec[idx] = 0.0

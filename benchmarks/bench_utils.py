@@ -1,0 +1,55 @@
+"""What every benchmark shares: machine description and interleaved, repeated timing."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+def machine() -> str:
+    """One line: CPU, cores, torch threads, load average, versions (and the GPU when there is one)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} "
+            f"threads, numpy {np.__version__}, Python {platform.python_version()}{gpu}; {load()}")
+
+
+def load() -> str:
+    """The 1-minute load average: other processes share these cores."""
+    try:
+        return f"load average {os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "load average unknown"
+
+
+def interleaved(candidates: dict[str, Callable[[int], object]], repeats: int
+                ) -> tuple[dict[str, float], dict[str, list[object]]]:
+    """Call each candidate once per round (with the round number), rounds repeated.
+
+    Returns (median seconds, results) per name.
+    Interleaving spreads the noise of a shared machine over every candidate alike.
+    """
+    times: dict[str, list[float]] = {k: [] for k in candidates}
+    outputs: dict[str, list[object]] = {k: [] for k in candidates}
+    for r in range(repeats):
+        for name, fn in candidates.items():
+            t0 = time.perf_counter()
+            outputs[name].append(fn(r))
+            times[name].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}, outputs
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
