@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system-deps demo phones test lint clean
+.PHONY: setup system-deps demo phones test lint clean bench-esn
 
 # Debian packages the tests and generators need, installed when absent (root or sudo).
 APT_PACKAGES := festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium
@@ -35,6 +35,12 @@ test: setup system-deps  ## the whole test suite
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+
+bench-esn: setup  ## ESN benchmarks: vs ReservoirPy (installed here), vs LSTM/GRU, harvest rate
+	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
+	$(BIN)/python benchmarks/esn_vs_reservoirpy.py
+	$(BIN)/python benchmarks/esn_vs_rnn.py
+	$(BIN)/python benchmarks/esn_harvest.py
 
 clean:
 	rm -rf echoes-runs .pytest_cache

@@ -26,8 +26,8 @@ import warnings
 
 import numpy as np
 import torch
-
 from bench_utils import interleaved, load, machine, markdown_table
+
 from echoes.config import TrainConfig
 from echoes.data import SOURCES, Dataset, Sequences
 from echoes.data.sequences import standardize

@@ -149,7 +149,7 @@ def test_ensemble_members_fitted_on_their_own_blocks():
     x, y = problem(50, 7, 3, seed=5)
     model = FirstStep(7, 3, blocks=[3, 4])
     fit(model, dataset(x, y), alpha=0.2)
-    for member, cols in zip(model.readout.members, (slice(0, 3), slice(3, 7))):
+    for member, cols in zip(model.readout.members, (slice(0, 3), slice(3, 7)), strict=True):
         w_ref, b_ref = ridge_lstsq(x[:, cols], np.eye(3)[y], 0.2)
         w, b = readout_weights(member)
         np.testing.assert_allclose(w, w_ref, atol=2e-5)

@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,6 +117,19 @@ def test_pruned_trial_is_pruned_in_optuna_and_killed_in_mlflow(tracked_dir, tiny
     exp = client.get_experiment_by_name("sweep-prune")
     pruned = client.search_runs([exp.experiment_id], "tags.`sweep.trial` = '1'")[0]
     assert pruned.info.status == "KILLED" and pruned.data.tags["stopped"] == "pruned at epoch 1"
+
+
+def test_a_trial_stopped_by_an_error_runs_again_when_the_sweep_resumes(tracked_dir, tiny_npz):
+    later = tracked_dir / "later.npz"
+    path = _write(tracked_dir / "e.yaml", tiny_npz, name="err", trials=1)
+    with pytest.raises(EchoesError, match="later.npz"):
+        run_sweep(load_sweep(path, [f"data=npz:{later}"]), echo=lambda _: None)
+    shutil.copyfile(tiny_npz, later)  # the user fixes what the error named, and runs the sweep again
+    summary = run_sweep(load_sweep(path, [f"data=npz:{later}"]), echo=lambda _: None)
+    first, second = _trials(load_sweep(path, [f"data=npz:{later}"]))
+    assert first.state == TrialState.FAIL and "later.npz" in first.user_attrs["lost"]
+    assert second.state == TrialState.COMPLETE and second.user_attrs["retry_of"] == 0
+    assert summary["counts"]["complete"] == 1 and summary["best"]["trial"] == 1
 
 
 def test_killed_worker_trial_is_marked_failed_and_retried(tracked_dir, tiny_npz, capfd):

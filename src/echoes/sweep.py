@@ -160,6 +160,8 @@ def find_sweep(path: str) -> Path:
 def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
     """Read a sweep file; ``KEY=VALUE`` overrides set sweep keys (trials=50) or base keys."""
     p = find_sweep(path)
+    if not p.is_file():
+        raise EchoesError(f"sweep file '{path}' not found — give a YAML path or a name in configs/sweeps/")
     raw = read_yaml(p)
     unknown_keys = set(raw) - SWEEP_KEYS
     if unknown_keys:
@@ -681,6 +683,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _objective(result: dict[str, Any], objective: str) -> float:
+    value = result.get(objective)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        numeric = sorted(k for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool))
+        raise EchoesError(f"objective '{objective}' is not a metric of this run — {did_you_mean(objective, numeric)}")
+    return float(value)
+
+
 def run_trial(sweep: Sweep, storage: Any, frozen: Any, datasets: dict[str, Any], echo: Echo) -> str:
     """Run one claimed trial: train, report epochs to the pruner, tell Optuna the outcome."""
     import optuna
@@ -696,9 +706,6 @@ def run_trial(sweep: Sweep, storage: Any, frozen: Any, datasets: dict[str, Any],
         trial = optuna.trial.Trial(study, trial_id)
         params = {k: suggest(trial, k, d) for k, d in sweep.distributions.items()}
         cfg = sweep.config_for(params)
-        key = json.dumps(cfg.data.model_dump(), sort_keys=True, default=str)
-        if key not in datasets:
-            datasets[key] = load_data(cfg.data)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             value = metrics.get(objective)
@@ -708,32 +715,27 @@ def run_trial(sweep: Sweep, storage: Any, frozen: Any, datasets: dict[str, Any],
             if trial.should_prune():
                 raise TrialPruned(f"pruned at epoch {epoch}")
 
-        parent = study.user_attrs.get("mlflow_parent_run_id")
-        tags = {"sweep": sweep.name, "sweep.trial": frozen.number}
         state, value, note = TrialState.COMPLETE, None, ""
         try:
-            result = train(cfg, dataset=datasets[key], on_epoch=on_epoch, parent_run_id=parent,
-                           experiment=sweep.experiment, tags=tags)
+            key = json.dumps(cfg.data.model_dump(), sort_keys=True, default=str)
+            if key not in datasets:
+                datasets[key] = load_data(cfg.data)
+            result = train(cfg, dataset=datasets[key], on_epoch=on_epoch, experiment=sweep.experiment,
+                           parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
+                           tags={"sweep": sweep.name, "sweep.trial": frozen.number})
+            value = _objective(result, objective)
         except TrialPruned as e:
             state, note = TrialState.PRUNED, str(e)
-        except EchoesError:
+        except (EchoesError, KeyboardInterrupt) as e:  # the sweep stops: this trial runs again on resume
+            trial.set_user_attr("lost", "interrupted" if isinstance(e, KeyboardInterrupt) else f"error: {e}"[:500])
             study.tell(trial, state=TrialState.FAIL)
+            if isinstance(e, KeyboardInterrupt):  # only this worker was stopped: others may go on
+                _retry(sweep, study, frozen, params)
             raise
-        except KeyboardInterrupt:  # stopped on purpose: failed now, run again on resume
-            trial.set_user_attr("lost", "interrupted")
-            study.tell(trial, state=TrialState.FAIL)
-            _retry(sweep, study, frozen, params)
-            raise
-        except Exception as e:  # e.g. out of memory for this configuration: record, go on
+        except Exception as e:  # e.g. out of memory for this configuration: record it, go on
             trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:500])
             state, note = TrialState.FAIL, f"{type(e).__name__}: {e}"
         else:
-            if objective not in result or not isinstance(result[objective], int | float):
-                study.tell(trial, state=TrialState.FAIL)
-                numeric = sorted(k for k, v in result.items() if isinstance(v, int | float))
-                raise EchoesError(f"objective '{objective}' is not a metric of this run — "
-                                  f"{did_you_mean(objective, numeric)}")
-            value = float(result[objective])
             if not math.isfinite(value):
                 state, note = TrialState.FAIL, f"{objective} is {value}"
             for k in ("test_accuracy", "val_accuracy", "train_seconds", "mlflow_run_id"):

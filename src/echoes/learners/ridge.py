@@ -45,7 +45,7 @@ def readout_blocks(readout: nn.Module) -> list[tuple[int, int, nn.Linear]]:
         return [(0, readout.in_features, readout)]
     if isinstance(readout, AveragedReadout):
         edges = np.cumsum([0, *readout.sizes]).tolist()
-        return [(a, b, m) for a, b, m in zip(edges[:-1], edges[1:], readout.members)]
+        return [(a, b, m) for a, b, m in zip(edges[:-1], edges[1:], readout.members, strict=True)]
     raise EchoesError(f"the ridge learner fits a linear readout, and this model's readout is a "
                       f"{type(readout).__name__} — use learner=gradient")
 

@@ -75,4 +75,4 @@ class AveragedReadout(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         blocks = features.split(self.sizes, dim=-1)
-        return torch.stack([m(f) for m, f in zip(self.members, blocks)]).mean(0)
+        return torch.stack([m(f) for m, f in zip(self.members, blocks, strict=True)]).mean(0)

@@ -161,12 +161,8 @@ class ReservoirLayer(nn.Module):
         for i, k in enumerate(active):
             if k:
                 hk, pre = h[:, :k], u[i, :, :k]
-                pre.addmm_(w, hk)
-                f(pre)
-                if a == 1.0:
-                    hk.copy_(pre)
-                else:
-                    hk.mul_(1.0 - a).add_(pre, alpha=a)
+                f(pre.addmm_(w, hk))
+                hk.lerp_(pre, a)  # (1 - a) h + a pre, one pass
             u[i].copy_(h)
         return u
 
@@ -339,7 +335,7 @@ class EchoStateNetwork(SequenceModel):
                     z = xs[:, t0:t0 + TIME_CHUNK].permute(1, 2, 0)  # [C, F, B]
                     if self.concat_input and not backward and m == 0:
                         inputs.add(z, t0)
-                    for layer, h, pool in zip(layers, states, pooled):
+                    for layer, h, pool in zip(layers, states, pooled, strict=True):
                         z = layer.run(layer.drive(z), h, active[t0:t0 + TIME_CHUNK])
                         pool.add(z, t0)
                 per_member[m].extend(pooled)

@@ -2,7 +2,7 @@
 
 Per step t, with α = exp(-dt/τ_m), ρ = exp(-dt/τ_a), κ = exp(-dt/τ_out):
 
-    v_t = α v_{t-1} + W_in x_t + W_rec z_{t-1} − v_th z_{t-1}    (reset by subtraction)
+    v_t = α v_{t-1} + W_in x_t + b + W_rec z_{t-1} − v_th z_{t-1}   (reset by subtraction)
     a_t = ρ a_{t-1} + z_{t-1}                                    (ALIF: β > 0; LIF: β = 0)
     z_t = H(v_t − v_th − β a_t), held at 0 for ``refractory`` steps after a spike
     ζ_t = κ ζ_{t-1} + z_t,   logits_t = W_out ζ_t + b            (leaky output readout)
@@ -13,10 +13,15 @@ the reset carries no gradient (as in the paper). Trained by BPTT (``learner=grad
 or online by e-prop (``learner=eprop``, the default). A firing-rate regulariser pulls
 each neuron's mean rate towards ``target_rate`` (spikes per step).
 
-``init=lmu`` sets W_in and W_rec so that the network's linearised rate dynamics
-implement a Legendre memory (Voelker et al. 2019), built the way Nengo builds a
-spiking LMU: random unit encoders (in ± pairs), gains from each neuron's own rate
-curve, least-squares decoders, W_rec = G E Ā D, W_in = G E B̄ P.
+The bias current b starts at 0 (Bellec's LSNN has none) and is trained like the
+input weights. ``init=lmu`` sets W_in, W_rec and b of the LIF neurons so that the
+network's linearised (rate) dynamics implement a Legendre memory (Voelker et al.
+2019) of a projection P x of the input, built the way Nengo builds a spiking LMU:
+encoders E (± one coefficient per neuron), gains G and bias currents from each
+neuron's own rate curve (intercepts and max rates), regularised least-squares
+decoders D (leave-one-out, as there are no self-connections): W_rec = G E Ā D,
+W_in = G E B̄ P. ALIF neurons keep their random weights: adaptation would fight a
+memory held by persistent activity.
 """
 
 from __future__ import annotations
@@ -93,7 +98,7 @@ class SpikingLayer(nn.Module):
         return State(zeros, zeros, zeros, zeros)
 
     def step(self, i_in: torch.Tensor, s: State, detach_recurrent: bool = False) -> tuple[State, torch.Tensor]:
-        """One step from the input current W_in x_t; returns the new state and the scaled voltage."""
+        """One step driven by the input current W_in x_t + b; returns the new state and (v − A)/v_th."""
         z_rec = s.z.detach() if detach_recurrent else s.z
         v = self.alpha * s.v + i_in + z_rec @ (self.w_rec * self.rec_mask).T - self.threshold * s.z.detach()
         a = self.rho * s.a + s.z

@@ -2,16 +2,17 @@
 
 | name              | features | default size | weights            |
 |-------------------|----------|--------------|--------------------|
-| ``small_cnn``     | 512      | 64           | none (built in)    |
+| ``small_cnn``     | 128      | 64           | none (built in)    |
 | ``resnet18``      | 512      | 224          | none, imagenet     |
 | ``resnet50``      | 2048     | 224          | none, imagenet     |
 | ``efficientnet_b3`` | 1536   | 300          | none, imagenet     |
 
 ``small_cnn`` is three strided convolutions with fixed, seeded random weights
-whose 4×4 grid is kept (not averaged away), so positions and orientations stay
-in the features — enough for motion on generated videos, and no file to fetch.
-Its first filters have zero mean, so they answer edges and not flat colour: a
+whose 4×4 grid of 8 channels is kept (not averaged away), so positions stay in
+the features — enough for motion on generated videos, and no file to fetch. Its
+first filters have zero mean, so they answer edges and not flat colour: a
 scene's lighting or backdrop colour barely moves the features, an outline does.
+Few dimensions on purpose: small data sets overfit wide features.
 The torchvision networks load ImageNet weights through torchvision, which
 downloads them into the torch hub cache when online; offline, the error says
 which file to put where.
@@ -73,7 +74,7 @@ def _small_cnn(weights: str) -> Backbone:
     blocks = [
         nn.Sequential(nn.Conv2d(3, 24, 5, stride=2, padding=2), nn.ReLU()),
         nn.Sequential(nn.Conv2d(24, 32, 3, stride=2, padding=1), nn.ReLU()),
-        nn.Sequential(nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU()),
+        nn.Sequential(nn.Conv2d(32, 8, 3, stride=2, padding=1), nn.ReLU()),
     ]
     net = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(4))
     g = torch.Generator().manual_seed(0)  # the same features on every machine and run
@@ -85,7 +86,7 @@ def _small_cnn(weights: str) -> Backbone:
                 m.bias.zero_()
         first = blocks[0][0].weight  # zero-mean: edges respond, flat colour (lighting) does not
         first.sub_(first.mean((2, 3), keepdim=True))
-    return Backbone(net, 32 * 4 * 4, blocks)
+    return Backbone(net, 8 * 4 * 4, blocks)
 
 
 def load_weights(enum_weights) -> dict:  # noqa: ANN001 (a torchvision Weights member)
@@ -135,7 +136,7 @@ class BackboneInfo:
 
 
 BACKBONES: dict[str, BackboneInfo] = {
-    "small_cnn": BackboneInfo(512, 64, _small_cnn, "none"),
+    "small_cnn": BackboneInfo(128, 64, _small_cnn, "none"),
     "resnet18": BackboneInfo(512, 224, _torchvision("resnet18", 512), "imagenet"),
     "resnet50": BackboneInfo(2048, 224, _torchvision("resnet50", 2048), "imagenet"),
     "efficientnet_b3": BackboneInfo(1536, 300, _torchvision("efficientnet_b3", 1536), "imagenet"),
