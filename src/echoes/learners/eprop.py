@@ -33,7 +33,7 @@ from . import EpochCallback, FitResult, register_learner
 from .gradient import GradientLearner
 
 FEEDBACK = ("symmetric", "random", "adaptive")
-Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # mean loss, logits and targets of what counted
+Step = tuple[torch.Tensor, int, int]  # mean loss, correct and counted predictions
 
 
 def _error_signals(logits: torch.Tensor, y_t: torch.Tensor, counted: torch.Tensor, n_items: int,
@@ -71,38 +71,40 @@ def lsnn_eprop(model: LSNN, x: torch.Tensor, lengths: torch.Tensor, y: torch.Ten
     b, t_max, f = x.shape
     h, na = layer.hidden_size, int((layer.beta > 0).sum())  # ALIF neurons come first
     alpha, rho, kappa, thr = layer.alpha, layer.rho, model.kappa, layer.threshold
-    beta = layer.beta[:na, None]
+    beta = layer.beta[:na, None, None]
     W_out, fb = model.readout.weight, model.readout.weight if feedback is None else feedback
-    xs = torch.cat([x, x.new_ones(b, t_max, 1)], -1)  # the bias is the weight of a constant input
-    w_in = torch.cat([layer.w_in, layer.bias[:, None]], 1)
-    i_in = xs @ w_in.T
+    w_in = torch.cat([layer.w_in, layer.bias[:, None]], 1)  # the bias is the weight of a constant input
+    one = x.new_ones(b, 1)
     lengths = lengths.to(x.device)
     n_items = _num_items(y, t_max, model.framewise)
     s = layer.initial_state(b, x)
+    # Traces are laid out [neuron j, batch, presynaptic i] so that Σ_b L_bj ē_jbi is one batched matmul.
     # Eligibility vectors: ε_v is presynaptic (one per input), ε_a per synapse of ALIF neurons.
     ev_in, ev_rec = x.new_zeros(b, f + 1), x.new_zeros(b, h)
-    ea_in, ea_rec = x.new_zeros(b, na, f + 1), x.new_zeros(b, na, h)
-    eb_in, eb_rec = x.new_zeros(b, h, f + 1), x.new_zeros(b, h, h)  # ē: traces filtered by κ
+    ea_in, ea_rec = x.new_zeros(na, b, f + 1), x.new_zeros(na, b, h)
+    e_in, e_rec = x.new_zeros(h, b, f + 1), x.new_zeros(h, b, h)
+    eb_in, eb_rec = torch.zeros_like(e_in), torch.zeros_like(e_rec)  # ē: traces filtered by κ
     se_in, se_rec = torch.zeros_like(w_in), torch.zeros_like(layer.w_rec)  # Σ e over valid steps
     g_in, g_rec = torch.zeros_like(w_in), torch.zeros_like(layer.w_rec)
     g_out, g_b = torch.zeros_like(W_out), torch.zeros_like(model.readout.bias)
-    psi_prev, zeta = x.new_zeros(b, h), x.new_zeros(b, h)
-    spikes, n_steps, loss, out, targets = x.new_zeros(h), 0, x.new_zeros(()), [], []
+    psi_prev, zeta = x.new_zeros(h, b, 1), x.new_zeros(b, h)
+    spikes, n_steps, loss, correct = x.new_zeros(h), x.new_zeros(()), x.new_zeros(()), x.new_zeros(())
     for t in range(t_max):
         pre_rec = s.z
-        # ε_a^t = ψ^{t-1} ε_v^{t-1} + (ρ − β ψ^{t-1}) ε_a^{t-1}, then ε_v^t = α ε_v^{t-1} + pre^t (in place)
-        p = psi_prev[:, :na, None]
-        ea_in.mul_(rho - beta * p).addcmul_(p, ev_in[:, None])
-        ea_rec.mul_(rho - beta * p).addcmul_(p, ev_rec[:, None])
-        ev_in = alpha * ev_in + xs[:, t]
+        # ε_a^t = ψ^{t-1} ε_v^{t-1} + (ρ − β ψ^{t-1}) ε_a^{t-1}, then ε_v^t = α ε_v^{t-1} + pre^t
+        p = psi_prev[:na]
+        ea_in.mul_(rho - beta * p).addcmul_(p, ev_in[None])
+        ea_rec.mul_(rho - beta * p).addcmul_(p, ev_rec[None])
+        x_t = torch.cat([x[:, t], one], 1)
+        ev_in = alpha * ev_in + x_t
         ev_rec = alpha * ev_rec + pre_rec
-        s, v_scaled = layer.step(i_in[:, t], s)
-        psi = pseudo_derivative(v_scaled) / thr
+        s, v_scaled = layer.step(x_t @ w_in.T, s)
+        psi = (pseudo_derivative(v_scaled) / thr).T[:, :, None]  # [H,B,1]
         # e^t = ψ^t (ε_v^t − β ε_a^t); ē^t = κ ē^{t-1} + e^t
-        e_in = psi[:, :, None] * ev_in[:, None]
-        e_rec = psi[:, :, None] * ev_rec[:, None]
-        e_in[:, :na].addcmul_(psi[:, :na, None] * beta, ea_in, value=-1)
-        e_rec[:, :na].addcmul_(psi[:, :na, None] * beta, ea_rec, value=-1)
+        torch.mul(psi, ev_in[None], out=e_in)
+        torch.mul(psi, ev_rec[None], out=e_rec)
+        e_in[:na].addcmul_(psi[:na] * beta, ea_in, value=-1)
+        e_rec[:na].addcmul_(psi[:na] * beta, ea_rec, value=-1)
         eb_in.mul_(kappa).add_(e_in)
         eb_rec.mul_(kappa).add_(e_rec)
         zeta = kappa * zeta + s.z
@@ -110,28 +112,28 @@ def lsnn_eprop(model: LSNN, x: torch.Tensor, lengths: torch.Tensor, y: torch.Ten
         y_t, counted = _counted(y, lengths, t, model.framewise)
         delta, step_loss = _error_signals(logits, y_t, counted, n_items, smoothing)
         loss += step_loss
-        out.append(logits[counted])
-        targets.append(y_t[counted])
-        L = delta @ fb  # learning signal [B,H]
-        g_in += torch.einsum("bj,bji->ji", L, eb_in)
-        g_rec += torch.einsum("bj,bji->ji", L, eb_rec)
+        correct += ((logits.argmax(1) == y_t) & counted).sum()
+        L = (delta @ fb).T[:, None, :]  # learning signal [H,1,B]
+        g_in += torch.bmm(L, eb_in)[:, 0]
+        g_rec += torch.bmm(L, eb_rec)[:, 0]
         g_out += delta.T @ zeta
         g_b += delta.sum(0)
         valid = (t < lengths).to(x.dtype)
-        se_in += torch.einsum("b,bji->ji", valid, e_in)
-        se_rec += torch.einsum("b,bji->ji", valid, e_rec)
+        se_in += torch.bmm(valid.expand(h, 1, b), e_in)[:, 0]
+        se_rec += torch.bmm(valid.expand(h, 1, b), e_rec)[:, 0]
         spikes += valid @ s.z
-        n_steps += int(valid.sum())
+        n_steps += valid.sum()
         psi_prev = psi
     if model.rate_reg:
         # E_reg = c Σ_j (f̄_j − f*)²: its gradient through the eligibility traces.
-        scale = (2 * model.rate_reg * (spikes / max(n_steps, 1) - model.target_rate) / max(n_steps, 1))[:, None]
+        n = n_steps.clamp(min=1)
+        scale = (2 * model.rate_reg * (spikes / n - model.target_rate) / n)[:, None]
         g_in += scale * se_in
         g_rec += scale * se_rec
     layer.w_in.grad, layer.bias.grad = g_in[:, :f].clone(), g_in[:, f].clone()
     layer.w_rec.grad = g_rec * layer.rec_mask
     model.readout.weight.grad, model.readout.bias.grad = g_out, g_b
-    return loss / n_items, torch.cat(out), torch.cat(targets)
+    return loss / n_items, int(correct), n_items
 
 
 @torch.no_grad()
@@ -145,29 +147,28 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
     W_out, fb = model.readout.weight, model.readout.weight if feedback is None else feedback
     lengths = lengths.to(x.device)
     n_items = _num_items(y, t_max, model.framewise)
-    hs, c = x.new_zeros(b, h), x.new_zeros(b, h)
-    eps = x.new_zeros(3, b, h, W.shape[1])  # ∂c/∂W through the cell state, for gates i, f, g
+    hs, c, one = x.new_zeros(b, h), x.new_zeros(b, h), x.new_ones(b, 1)
+    eps = x.new_zeros(3, h, b, W.shape[1])  # ∂c/∂W through the cell state, gates i, f, g: [gate, j, b, i]
     g_W = torch.zeros_like(W)
     g_out, g_b = torch.zeros_like(W_out), torch.zeros_like(model.readout.bias)
-    loss, out, targets = x.new_zeros(()), [], []
+    loss, correct = x.new_zeros(()), x.new_zeros(())
     for t in range(t_max):
-        xh = torch.cat([x[:, t], hs, x.new_ones(b, 1)], 1)  # the recurrent input counts as an input
+        xh = torch.cat([x[:, t], hs, one], 1)  # the recurrent input counts as an input
         gi, gf, gg, go = (xh @ W.T).chunk(4, 1)
         i, fg, g, o = torch.sigmoid(gi), torch.sigmoid(gf), torch.tanh(gg), torch.sigmoid(go)
         c_prev, c = c, fg * c + i * g
         tc = torch.tanh(c)
         hs = o * tc
         local = torch.stack([g * i * (1 - i), c_prev * fg * (1 - fg), i * (1 - g * g)])  # ∂c/∂gate input
-        eps = fg[None, :, :, None] * eps + local[..., None] * xh[None, :, None, :]
+        eps.mul_(fg.T[None, :, :, None]).addcmul_(local.transpose(1, 2)[..., None], xh[None, None])
         logits = model.readout(hs)
         y_t, counted = _counted(y, lengths, t, model.framewise)
         delta, step_loss = _error_signals(logits, y_t, counted, n_items, smoothing)
         loss += step_loss
-        out.append(logits[counted])
-        targets.append(y_t[counted])
+        correct += ((logits.argmax(1) == y_t) & counted).sum()
         L = delta @ fb
-        Lc = L * o * (1 - tc * tc)  # through h = o·tanh(c)
-        grads = [torch.einsum("bj,bji->ji", Lc, eps[k]) for k in range(3)]
+        Lc = (L * o * (1 - tc * tc)).T[:, None, :]  # through h = o·tanh(c): [H,1,B]
+        grads = [torch.bmm(Lc, eps[k])[:, 0] for k in range(3)]
         grads.append((L * tc * o * (1 - o)).T @ xh)  # the output gate needs no trace
         g_W += torch.cat(grads, 0)
         g_out += delta.T @ hs
@@ -175,7 +176,7 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
     rnn.weight_ih_l0.grad, rnn.weight_hh_l0.grad = g_W[:, :f].clone(), g_W[:, f : f + h].clone()
     rnn.bias_ih_l0.grad, rnn.bias_hh_l0.grad = g_W[:, -1].clone(), g_W[:, -1].clone()
     model.readout.weight.grad, model.readout.bias.grad = g_out, g_b
-    return loss / n_items, torch.cat(out), torch.cat(targets)
+    return loss / n_items, int(correct), n_items
 
 
 def eprop_rule(model: SequenceModel):
@@ -214,14 +215,13 @@ class EpropLearner(GradientLearner):
         return opt
 
     def backward(self, model: SequenceModel, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
-                 loss_fn: nn.Module, scaler: torch.amp.GradScaler,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 loss_fn: nn.Module, scaler: torch.amp.GradScaler) -> Step:
         smoothing = getattr(loss_fn, "label_smoothing", 0.0)
         feedback = None if self.B is None else self.B.detach()
-        loss, logits, target = eprop_rule(model)(model, x, lengths, y, feedback, smoothing)
+        step = eprop_rule(model)(model, x, lengths, y, feedback, smoothing)
         if self.feedback == "adaptive":
             self.B.grad = model.readout.weight.grad.clone()
-        return loss, logits, target
+        return step
 
     def fit(self, model: SequenceModel, data: Dataset, train: TrainConfig, *, device: torch.device, seed: int,
             on_epoch: EpochCallback | None = None) -> FitResult:

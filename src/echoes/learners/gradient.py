@@ -36,15 +36,14 @@ class GradientLearner:
         return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=self.betas)
 
     def backward(self, model: SequenceModel, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
-                 loss_fn: nn.Module, scaler: torch.amp.GradScaler,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One batch: leave the gradients in ``.grad``; return (loss, logits, targets) of what counts."""
+                 loss_fn: nn.Module, scaler: torch.amp.GradScaler) -> tuple[torch.Tensor, int, int]:
+        """One batch: leave the gradients in ``.grad``; return (mean loss, correct, counted predictions)."""
         with torch.autocast(x.device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
             logits, target = flat_targets(model(x, lengths), y)
             loss = loss_fn(logits.float(), target)
             reg = model.regularization_loss()  # e.g. the LSNN's firing-rate term
         scaler.scale(loss if reg is None else loss + reg).backward()
-        return loss.detach(), logits, target
+        return loss.detach(), int((logits.argmax(1) == target).sum()), len(target)
 
     def fit(
         self,
@@ -79,7 +78,7 @@ class GradientLearner:
             )
             for step, (x, lengths, y) in enumerate(batches):
                 opt.zero_grad(set_to_none=True)
-                loss, logits, target = self.backward(model, x, lengths, y, loss_fn, scaler)
+                loss, batch_correct, batch_count = self.backward(model, x, lengths, y, loss_fn, scaler)
                 if train.clip_grad_norm:
                     scaler.unscale_(opt)
                     nn.utils.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
@@ -87,9 +86,9 @@ class GradientLearner:
                 scaler.update()
                 if sched is not None:
                     sched.step(epoch - 1 + (step + 1) / steps_per_epoch)
-                total_loss += loss.item() * len(target)
-                correct += (logits.argmax(1) == target).sum().item()
-                count += len(target)
+                total_loss += loss.item() * batch_count
+                correct += batch_correct
+                count += batch_count
             seconds = time.perf_counter() - t0
             val = predict(model, data.val, train.eval_batch_size, device)
             metrics = {

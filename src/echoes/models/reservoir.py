@@ -155,15 +155,22 @@ class ReservoirLayer(nn.Module):
         """Advance h [N, B] through the drive u [C, N, B]; u is overwritten with the states.
 
         Step i updates only the first ``active[i]`` columns (sequences still running);
-        the others keep their state, so every column of u holds a finite, carried state.
+        the others carry their state over, so every column of u holds a finite state.
+        Each step is computed in place in u: one product, one activation, one blend.
         """
         w, a, f = self.recurrent(), self.leak_rate, self.activation
+        prev = h
         for i, k in enumerate(active):
+            state = u[i]
             if k:
-                hk, pre = h[:, :k], u[i, :, :k]
-                f(pre.addmm_(w, hk))
-                hk.lerp_(pre, a)  # (1 - a) h + a pre, one pass
-            u[i].copy_(h)
+                pre, before = state[:, :k], prev[:, :k]
+                f(pre.addmm_(w, before))
+                if a != 1.0:
+                    pre.lerp_(before, 1.0 - a)  # a·f(...) + (1 - a)·h
+            if k < state.shape[1]:
+                state[:, k:] = prev[:, k:]
+            prev = state
+        h.copy_(prev)
         return u
 
 
@@ -226,9 +233,6 @@ class Pooling:
 
     def new(self) -> _Pooled:
         return _Pooled(self)
-
-    def slots(self) -> int:
-        return (0 if self.picks is None else len(self.picks)) + int(self.mean)
 
 
 class _Pooled:
