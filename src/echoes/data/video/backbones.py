@@ -10,8 +10,9 @@
 ``small_cnn`` is three strided convolutions with fixed, seeded random weights
 whose 4×4 grid of 8 channels is kept (not averaged away), so positions stay in
 the features — enough for motion on generated videos, and no file to fetch. Its
-first filters have zero mean, so they answer edges and not flat colour: a
-scene's lighting or backdrop colour barely moves the features, an outline does.
+first filters have zero mean (and replicate the border), so they answer edges
+and not flat colour: a scene's lighting or backdrop colour does not move the
+features, an outline does.
 Few dimensions on purpose: small data sets overfit wide features.
 The torchvision networks load ImageNet weights through torchvision, which
 downloads them into the torch hub cache when online; offline, the error says
@@ -72,7 +73,7 @@ def _small_cnn(weights: str) -> Backbone:
     if weights != "none":
         raise EchoesError("small_cnn has no pretrained weights — use weights=none")
     blocks = [
-        nn.Sequential(nn.Conv2d(3, 24, 5, stride=2, padding=2), nn.ReLU()),
+        nn.Sequential(nn.Conv2d(3, 24, 5, stride=2, padding=2, padding_mode="replicate"), nn.ReLU()),
         nn.Sequential(nn.Conv2d(24, 32, 3, stride=2, padding=1), nn.ReLU()),
         nn.Sequential(nn.Conv2d(32, 8, 3, stride=2, padding=1), nn.ReLU()),
     ]

@@ -12,11 +12,13 @@ is cheapest) and seeks to the keyframe before each wanted frame in long ones, so
 a ten-minute video is not decoded whole to keep 16 frames. Kept frames are
 resized (shorter side = ``size``, area interpolation) and centre-cropped square.
 
-A file that cannot be read raises :class:`UnreadableVideo`; callers skip it.
+A truncated file gives the frames before the damage (sampled over those); a
+file with no decodable frame raises :class:`UnreadableVideo`, and callers skip it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +71,26 @@ def _to_rgb(frame, size: int) -> np.ndarray:  # noqa: ANN001 (av.VideoFrame)
     return img[top : top + size, left : left + size]
 
 
+def _decoded(container, stream) -> Iterator:  # noqa: ANN001
+    """Frames in order; an error after the first frame ends the clip (a truncated file)."""
+    import av
+
+    count = 0
+    try:
+        for frame in container.decode(stream):
+            count += 1
+            yield frame
+    except av.FFmpegError:
+        if count == 0:
+            raise
+
+
 def _sequential(container, stream, wanted: set[int], size: int) -> tuple[dict, int]:  # noqa: ANN001
     """Decode from the start, converting only wanted frames; (frames, frames decoded)."""
     last = max(wanted)
     out: dict[int, np.ndarray] = {}
     count = 0
-    for i, frame in enumerate(container.decode(stream)):
+    for i, frame in enumerate(_decoded(container, stream)):
         count = i + 1
         if i in wanted:
             out[i] = _to_rgb(frame, size)
@@ -147,7 +163,7 @@ def decode_clip(
         if got is None:  # frame count unknown or wrong: count by decoding, then read
             if total <= 0:
                 with av.open(str(path)) as container:
-                    total = sum(1 for _ in container.decode(video=0))
+                    total = sum(1 for _ in _decoded(container, container.streams.video[0]))
             if total <= 0:
                 raise UnreadableVideo(path, "no decodable frames")
             idx = sample_indices(total, frames, sampling, train=train, rng=rng)

@@ -58,7 +58,7 @@ DISTRACTORS = 1  # most still shapes per clip
 STAGING = ".make-videos-partial"
 
 
-def tested_groups(groups: int, split: int) -> range:
+def held_out_groups(groups: int, split: int) -> range:
     """1-based groups tested in ``split`` (1–3): UCF101 tests g01–07, g08–14, g15–21 of 25."""
     block = max(1, min(round(groups * 7 / 25), (groups - 1) // 3))
     return range((split - 1) * block + 1, split * block + 1)
@@ -218,7 +218,7 @@ def make_videos(
         "".join(f"{i} {n}\r\n" for i, n in enumerate(names, 1)).encode())
     counts = {}
     for split in (1, 2, 3):
-        tested = set(tested_groups(groups, split))
+        tested = set(held_out_groups(groups, split))
         entries = [e for action in names for e in files[action]]
         train = "".join(f"{rel} {label}\r\n" for rel, g, label in entries if g not in tested)
         test = "".join(f"{rel}\r\n" for rel, g, _ in entries if g in tested)
