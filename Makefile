@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system-deps demo phones test lint clean bench-esn
+.PHONY: setup system-deps demo phones video test lint clean bench-esn bench-video
 
 # Debian packages the tests and generators need, installed when absent (root or sudo).
 APT_PACKAGES := festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium
@@ -21,6 +21,10 @@ demo: setup  ## the default comparison: configs/suites/quick.yaml
 phones: setup system-deps  ## the phones suite on a Festival corpus written to data/speech (once)
 	@[ -d data/speech/TRAIN ] || $(BIN)/echoes data make-speech data/speech
 	$(BIN)/echoes compare phones
+
+video: setup  ## the video-quick suite on generated UCF101-layout videos in data/ucf101-synthetic (once)
+	@[ -d data/ucf101-synthetic/UCF-101 ] || $(BIN)/echoes data make-videos data/ucf101-synthetic
+	$(BIN)/echoes compare video-quick
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -41,6 +45,9 @@ bench-esn: setup  ## ESN benchmarks: vs ReservoirPy (installed here), vs LSTM/GR
 	$(BIN)/python benchmarks/esn_vs_reservoirpy.py
 	$(BIN)/python benchmarks/esn_vs_rnn.py
 	$(BIN)/python benchmarks/esn_harvest.py
+
+bench-video: setup  ## video pipeline: decode and feature-extraction clips/s, training time on the cache
+	$(BIN)/python benchmarks/video_pipeline.py
 
 clean:
 	rm -rf echoes-runs .pytest_cache

@@ -64,7 +64,7 @@ def main() -> None:
 
     rows = []
     for size in (64, 112):
-        candidates = {f"{t} thread{'s' * (t > 1)}": (lambda r, t=t: decode_rate(paths, size, t))
+        candidates = {f"{t} thread{'s' * (t > 1)}": (lambda r, t=t, size=size: decode_rate(paths, size, t))
                       for t in (1, 2)}
         _, rates = interleaved(candidates, args.repeats)
         for name, values in rates.items():
@@ -74,7 +74,7 @@ def main() -> None:
         settings = FrameSettings(features, "none", 16, size, "uniform", 0)
         with tempfile.TemporaryDirectory() as tmp:
             result = build_cache(tmp, {"train": clips}, settings, workers=2)
-        rows.append(["decode + features", f"{features} ({settings.describe()})",
+        rows.append(["decode + features", settings.describe(),
                      f"{result.clips_per_second:.1f}"])
         print(f"{features} extracted ({load()})", flush=True)
     print()

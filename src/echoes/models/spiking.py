@@ -7,6 +7,8 @@ Per step t, with α = exp(-dt/τ_m), ρ = exp(-dt/τ_a), κ = exp(-dt/τ_out):
     z_t = H(v_t − v_th − β a_t), held at 0 for ``refractory`` steps after a spike
     ζ_t = κ ζ_{t-1} + z_t,   logits_t = W_out ζ_t + b            (leaky output readout)
 
+Time constants are in the units of ``dt`` (default: one input step); ``refractory`` is in
+steps and 0 by default, since a 10 ms TIMIT frame outlasts a neuron's refractory period.
 W_rec has no self-connections. Gradients pass through the spike by the
 pseudo-derivative ψ = γ/v_th · max(0, 1 − |v − A|/v_th) with dampening γ = 0.3;
 the reset carries no gradient (as in the paper). Trained by BPTT (``learner=gradient``)

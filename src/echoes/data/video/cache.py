@@ -13,9 +13,9 @@ One cache folder per source × settings holds::
 Rows are written in chunks; after each chunk the array is flushed and
 ``state.json`` is replaced atomically, so an interrupted extraction resumes at
 the first unfinished chunk and a partial cache is never mistaken for a complete
-one. Unreadable clips keep a row of zeros, are marked not ``ok`` and are listed
-with the reason. Decoding runs in a small thread pool one chunk ahead of the
-backbone.
+one. A lock file lets one process extract while others sharing the folder wait.
+Unreadable clips keep a row of zeros, are marked not ``ok`` and are listed with
+the reason. Decoding runs in a small thread pool one chunk ahead of the backbone.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,7 +191,33 @@ def build_cache(
     if done is not None:
         return done
     folder.mkdir(parents=True, exist_ok=True)
-    embedder = FrameEmbedder(settings, torch.device(device))
+    with _locked(folder):  # sweep workers sharing a cache: one extracts, the others then reuse
+        done = load_cache(folder, settings, fp)
+        if done is not None:
+            return done
+        return _extract(folder, splits, settings, fp, torch.device(device), clip_batch, workers,
+                        on_chunk)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    with open(folder / ".lock", "w") as lock:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, one process at a time is up to the user
+            yield
+            return
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _extract(folder: Path, splits: dict[str, list[Clip]], settings: FrameSettings, fp: str,
+             device: torch.device, clip_batch: int, workers: int,
+             on_chunk: Callable[[str, int, int], None] | None) -> CacheResult:
+    embedder = FrameEmbedder(settings, device)
     s = settings
     state = _read_json(folder / "state.json")
     if not state or state.get("settings") != asdict(s) or state.get("fingerprint") != fp:
