@@ -27,6 +27,7 @@ import numpy as np
 
 from ...errors import EchoesError
 from ...utils import progress
+from ..timit import CORE_TEST, DEV_SET, TIMIT_61
 from .sphere import read_audio, write_sphere
 
 SAMPLE_RATE = 16000
@@ -71,19 +72,6 @@ SENTENCES = [
     "Place a rosebush near the porch steps.", "Both lost their lives in the raging storm.",
 ]
 
-# TIMIT's core test set (2 men, 1 woman per dialect region) and the 50-speaker development set.
-CORE_TEST = {
-    1: ["MDAB0", "MWBT0", "FELC0"], 2: ["MTAS1", "MWEW0", "FPAS0"], 3: ["MJMP0", "MLNT0", "FPKT0"],
-    4: ["MLLL0", "MTLS0", "FJLM0"], 5: ["MBPM0", "MKLT0", "FNLP0"], 6: ["MCMJ0", "MJDH0", "FMGD0"],
-    7: ["MGRT0", "MNJM0", "FDHC0"], 8: ["MJLN0", "MPAM0", "FMLD0"],
-}
-DEV_SET = (
-    "FAKS0 FDAC1 FJEM0 MGWT0 MJAR0 MMDB1 MMDM2 MPDF0 FCMH0 FKMS0 MBDG0 MBWM0 MCSH0 FADG0 FDMS0 "
-    "FEDW0 MGJF0 MGLB0 MRTK0 MTAA0 MTDT0 MTHC0 MWJG0 FNMR0 FREW0 FSEM0 MBNS0 MMJR0 MDLS0 MDLF0 "
-    "MDVC0 MERS0 FMAH0 FDRW0 MRCS0 MRJM4 FCAL1 MMWH0 FJSJ0 MAJC0 MJSW0 MREB0 FGJD0 FJMG0 MROA0 "
-    "MTEB0 MJFC0 MRJR0 FMML0 MRWS1"
-).split()
-
 # Festival voice → (sex, engine). Diphone voices change pitch by their F0 target; HTS by half-tones.
 VOICES = {
     "kal_diphone": ("M", "diphone"),
@@ -92,10 +80,6 @@ VOICES = {
 }
 # Festival (radio phone set) → TIMIT symbol where they differ.
 FESTIVAL_TO_TIMIT = {"brth": "pau", "h#": "h#"}
-TIMIT_61 = (
-    "aa ae ah ao aw ax ax-h axr ay b bcl ch d dcl dh dx eh el em en eng epi er ey f g gcl h# hh hv "
-    "ih ix iy jh k kcl l m n ng nx ow oy p pau pcl q r s sh t tcl th uh uw ux v w y z zh"
-).split()
 
 
 @dataclass
