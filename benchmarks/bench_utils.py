@@ -1,4 +1,8 @@
-"""What every benchmark shares: machine description and interleaved, repeated timing."""
+"""What every benchmark shares: machine description and interleaved, repeated timing.
+
+Import it before torch (``import bench_utils`` sorts first): importing echoes here
+sets its OpenMP wait policy before torch loads, as the ``echoes`` command does.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,14 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import torch
+
+import echoes  # noqa: F401  (before torch: see the docstring)
 
 
 def machine() -> str:
     """One line: CPU, cores, torch threads, load average, versions (and the GPU when there is one)."""
+    import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -21,7 +28,8 @@ def machine() -> str:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} "
-            f"threads, numpy {np.__version__}, Python {platform.python_version()}{gpu}; {load()}")
+            f"threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), numpy "
+            f"{np.__version__}, Python {platform.python_version()}{gpu}; {load()}")
 
 
 def load() -> str:

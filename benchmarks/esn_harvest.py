@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import warnings
 
+import bench_utils
 import torch
-from bench_utils import interleaved, load, machine, markdown_table
 
 from echoes.models import create_model
 
@@ -40,7 +40,7 @@ def rate(units: int, batch: int, steps: int, features: int, repeats: int) -> lis
         for _ in range(steps):
             torch.mm(w, h, out=out)
 
-    times, _ = interleaved({"product": products,
+    times, _ = bench_utils.interleaved({"product": products,
                             "dense": lambda _: dense.features(x, lengths),
                             "sparse": lambda _: sparse.features(x, lengths)}, repeats)
     product_flops = steps * 2 * units * units * batch
@@ -63,12 +63,12 @@ def sparse_grid(units_list: list[int], connectivities: list[float], batches: lis
             dense, sparse = esn(units, 16, c, False), esn(units, 16, c, True)
             for batch in batches:
                 x, lengths = torch.randn(batch, steps, 16), torch.full((batch,), steps)
-                times, _ = interleaved({
+                times, _ = bench_utils.interleaved({
                     name: lambda _, m=model, x=x, n=lengths: m.features(x, n)
                     for name, model in (("dense", dense), ("sparse", sparse))}, repeats)
                 rows.append([f"{units}", f"{c:g}", f"{batch}", f"{times['dense'] * 1e3:.1f}",
                              f"{times['sparse'] * 1e3:.1f}", f"{times['dense'] / times['sparse']:.2f}×"])
-            print(f"  units {units}, connectivity {c:g} done ({load()})", flush=True)
+            print(f"  units {units}, connectivity {c:g} done ({bench_utils.load()})", flush=True)
     return rows
 
 
@@ -78,17 +78,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer sizes in the sparse grid")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
-    print(f"machine: {machine()}\n")
+    print(f"machine: {bench_utils.machine()}\n")
     rows = rate(500, 256, 100, 64, args.repeats) + rate(500, 32, 100, 64, args.repeats)
-    print(markdown_table(["units", "batch", "what (T = 100 steps, F = 64)", "seconds", "GFLOP/s",
+    print(bench_utils.markdown_table(["units", "batch", "what (T = 100 steps, F = 64)", "seconds", "GFLOP/s",
                           "of product rate"], rows))
     print()
     grid = sparse_grid([200, 500] if args.quick else [100, 200, 500, 1000],
                        [0.05, 0.1, 0.2] if args.quick else [0.02, 0.05, 0.1, 0.2],
                        [32, 256], 50, args.repeats)
-    print(markdown_table(["units", "connectivity", "batch", "dense ms", "sparse ms",
+    print(bench_utils.markdown_table(["units", "connectivity", "batch", "dense ms", "sparse ms",
                           "sparse speed-up"], grid))
-    print(f"\nfinished with {load()}")
+    print(f"\nfinished with {bench_utils.load()}")
 
 
 if __name__ == "__main__":

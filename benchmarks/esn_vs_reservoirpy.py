@@ -24,9 +24,9 @@ import sys
 import time
 import warnings
 
+import bench_utils
 import numpy as np
 import torch
-from bench_utils import interleaved, load, machine, markdown_table
 
 from echoes.config import TrainConfig
 from echoes.data import SOURCES, Dataset, Sequences
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="workload (ii) at 1,000 sequences")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
-    print(f"machine: {machine()}; reservoirpy {reservoirpy.__version__}\n")
+    print(f"machine: {bench_utils.machine()}; reservoirpy {reservoirpy.__version__}\n")
     workloads = [templates(300, 30, 12), templates(1000 if args.quick else 5000, 100, 64, seed=1),
                  basic_motions()]
     print(f"same weights, ReservoirPy vs echoes features: max |diff| = {same_weights_check(workloads[0]):.1e}"
@@ -135,7 +135,7 @@ def main() -> None:
     rows = []
     for ds in workloads:
         steps = int(ds.train.lengths.sum())
-        _, out = interleaved({
+        _, out = bench_utils.interleaved({
             "ReservoirPy": lambda r, ds=ds: reservoirpy_run(ds, r),
             f"echoes (λ={RIDGE:g})": lambda r, ds=ds: echoes_run(ds, r, RIDGE),
             "echoes (λ by LOO)": lambda r, ds=ds: echoes_run(ds, r, None),
@@ -147,12 +147,12 @@ def main() -> None:
             acc = [o["accuracy"] for o in runs]
             rows.append([ds.name, name, f"{init:.2f}", f"{fit:.3f}", f"{steps / fit:,.0f}",
                          f"{np.mean(acc):.3f} ± {np.std(acc):.3f}", f"{base / fit:.1f}×"])
-        print(f"{ds.name}: {len(ds.train)} train / {len(ds.test)} test sequences done ({load()})",
+        print(f"{ds.name}: {len(ds.train)} train / {len(ds.test)} test sequences done ({bench_utils.load()})",
               flush=True)
     print()
-    print(markdown_table(["workload", "library", "init s", "fit s", "states/s", "test accuracy",
+    print(bench_utils.markdown_table(["workload", "library", "init s", "fit s", "states/s", "test accuracy",
                           "fit speed-up vs ReservoirPy"], rows))
-    print(f"\n{args.repeats} rounds each; finished with {load()}")
+    print(f"\n{args.repeats} rounds each; finished with {bench_utils.load()}")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import warnings
 
+import bench_utils
 import numpy as np
-from bench_utils import load, machine, markdown_table
 
 from echoes.api import load_data, train
 from echoes.config import load_config
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20 epochs at most for the RNNs")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
-    print(f"machine: {machine()}\n")
+    print(f"machine: {bench_utils.machine()}\n")
     rnn_train = RNN_TRAIN + (["train.epochs=20"] if args.quick else [])
     rows, summary = [], []
     for source in DATASETS:
@@ -61,14 +61,14 @@ def main() -> None:
         summary.append([source, f"{seconds['lstm'] / seconds['esn']:.0f}×",
                         f"{100 * (np.mean(accuracy['esn']) - best_rnn):+.1f}",
                         f"{100 * (np.mean(accuracy['deep_esn']) - best_rnn):+.1f}"])
-        print(f"{source} done ({load()})", flush=True)
+        print(f"{source} done ({bench_utils.load()})", flush=True)
     print()
-    print(markdown_table(["dataset", "model", "learner", "train s", "test accuracy", "epochs",
+    print(bench_utils.markdown_table(["dataset", "model", "learner", "train s", "test accuracy", "epochs",
                           "train speed-up vs LSTM"], rows))
     print()
-    print(markdown_table(["dataset", "ESN speed-up vs LSTM", "ESN − best RNN (points)",
+    print(bench_utils.markdown_table(["dataset", "ESN speed-up vs LSTM", "ESN − best RNN (points)",
                           "DeepESN − best RNN (points)"], summary))
-    print(f"\nseeds {args.seeds}; finished with {load()}")
+    print(f"\nseeds {args.seeds}; finished with {bench_utils.load()}")
 
 
 if __name__ == "__main__":
