@@ -1,6 +1,7 @@
 """Echo state networks: reservoir properties, the batched harvest, readout features, training."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -194,3 +195,12 @@ def test_cli_trains_esn_on_basic_motions(run_dir):
 
     run = mlflow.MlflowClient(f"sqlite:///{run_dir}/echoes-runs/mlflow.db").get_run(r["mlflow_run_id"])
     assert run.data.metrics["ridge_alpha"] == pytest.approx(r["ridge_alpha"])
+
+
+def test_import_sets_a_sleeping_openmp_wait_policy_unless_told_otherwise():
+    code = "import os, echoes; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    chosen = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                            capture_output=True, text=True)
+    assert (default.stdout.strip(), chosen.stdout.strip()) == ("PASSIVE", "ACTIVE")
