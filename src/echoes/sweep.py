@@ -337,8 +337,11 @@ def make_storage(url: str) -> Any:
                               "check the database URL") from None
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(url))
+    path = Path(url).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # An absolute path matters: Optuna's lock is a symlink to it, and a relative target dangles,
+    # which stops it from ever breaking the stale lock of a worker killed while writing.
+    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def load_study(sweep: Sweep, storage: Any, seed: int = 0) -> Any:
