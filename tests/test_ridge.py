@@ -61,18 +61,20 @@ def readout_weights(linear: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
     return linear.weight.detach().double().numpy().T, linear.bias.detach().double().numpy()
 
 
-@pytest.mark.parametrize("n,f,alpha", [(60, 5, 0.7), (60, 5, 0.0), (10, 30, 0.5)])
-def test_fixed_alpha_equals_lstsq(n, f, alpha):
-    """Primal (n > D), unregularised, and dual (n < D) solutions all equal numpy's lstsq."""
+@pytest.mark.parametrize("n,f,alpha,cache_mb", [(60, 5, 0.7, 1024), (60, 5, 0.0, 1024),
+                                                (10, 30, 0.5, 1024), (10, 30, 0.5, 0)])
+def test_fixed_alpha_equals_lstsq(n, f, alpha, cache_mb):
+    """Primal (n > D), unregularised, dual (n < D, rows in memory) and streamed primal
+    (n < D, rows not kept) solutions all equal numpy's lstsq."""
     x, y = problem(n, f, 3)
     model = FirstStep(f, 3)
-    result = fit(model, dataset(x, y), alpha=alpha)
+    result = fit(model, dataset(x, y), alpha=alpha, cache_mb=cache_mb, batch_size=4)
     w_ref, b_ref = ridge_lstsq(x, np.eye(3)[y], alpha)
     w, b = readout_weights(model.readout)
     np.testing.assert_allclose(w, w_ref, atol=2e-5)
     np.testing.assert_allclose(b, b_ref, atol=2e-5)
     assert result.extra["ridge_alpha"] == alpha
-    assert result.extra["ridge_dual"] == (n < f)
+    assert result.extra["ridge_dual"] == (n < f and cache_mb > 0)
 
 
 def brute_force_loo(x, y1h, alpha):
@@ -93,10 +95,14 @@ def test_leave_one_out_equals_brute_force(n, f):
     alphas = [1e-3, 0.1, 1.0, 10.0, 100.0, 1e3]
     tx, ty = torch.from_numpy(x), torch.from_numpy(y1h)
     block = _Block(0, f, nn.Linear(f, 3), CPU)
-    block.add(tx, ty)
-    block.centre()
     dual = n < f
-    block.decompose((tx, ty) if dual else None)
+    if dual:
+        block.use_rows(tx, ty)
+    else:
+        block.add(tx[: n // 2], ty[: n // 2])  # streamed in two batches
+        block.add(tx[n // 2:], ty[n // 2:])
+        block.centre()
+    block.decompose()
     loo = block.loo(tx, ty, torch.arange(n), torch.tensor(alphas, dtype=torch.float64)).numpy()
     scores = []
     for g, alpha in enumerate(alphas):

@@ -19,7 +19,7 @@ Works for any SequenceModel whose readout is an ``nn.Linear`` (or an
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -51,18 +51,23 @@ def readout_blocks(readout: nn.Module) -> list[tuple[int, int, nn.Linear]]:
 
 
 class _Block:
-    """Sufficient statistics and the ridge solution of one linear readout."""
+    """The statistics and the ridge solution of one linear readout over features [start, stop).
+
+    Primal: streamed sums (``add``, then ``centre``). Dual: the rows themselves (``use_rows``).
+    """
 
     def __init__(self, start: int, stop: int, linear: nn.Linear, device: torch.device) -> None:
-        self.start, self.stop, self.linear = start, stop, linear
-        d, c = stop - start, linear.out_features
-        f64 = dict(dtype=torch.float64, device=device)
-        self.xtx, self.xty = torch.zeros(d, d, **f64), torch.zeros(d, c, **f64)
-        self.xsum, self.ysum = torch.zeros(d, **f64), torch.zeros(c, **f64)
-        self.n = 0
+        self.start, self.stop, self.linear, self.device = start, stop, linear, device
+        self.dims, self.n, self.dual = stop - start, 0, False
+        self.xtx: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
         x = x[:, self.start:self.stop].double()
+        if self.xtx is None:
+            f64 = dict(dtype=torch.float64, device=self.device)
+            self.xtx, self.xty = torch.zeros(self.dims, self.dims, **f64), torch.zeros(
+                self.dims, y.shape[1], **f64)
+            self.xsum, self.ysum = torch.zeros(self.dims, **f64), torch.zeros(y.shape[1], **f64)
         self.xtx.addmm_(x.T, x)
         self.xty.addmm_(x.T, y)
         self.xsum += x.sum(0)
@@ -73,33 +78,38 @@ class _Block:
         self.mx, self.my = self.xsum / self.n, self.ysum / self.n
         self.cxx = self.xtx - self.n * torch.outer(self.mx, self.mx)
         self.cxy = self.xty - self.n * torch.outer(self.mx, self.my)
-        self.scale = float(torch.diagonal(self.cxx).sum()) / self.cxx.shape[0]  # mean eigenvalue
+        self.scale = float(torch.diagonal(self.cxx).sum()) / self.dims  # mean eigenvalue
+
+    def use_rows(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Dual form: keep the centred rows (fewer than features), never forming XᵀX."""
+        x = x[:, self.start:self.stop].double()
+        self.n, self.dual = len(x), True
+        self.mx, self.my = x.mean(0), y.mean(0)
+        self.xc, self.yc = x - self.mx, y - self.my
+        self.scale = float((self.xc * self.xc).sum()) / self.dims
 
     # -- one λ ------------------------------------------------------------------------
 
-    def solve(self, alpha: float, rows: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def solve(self, alpha: float) -> torch.Tensor:
         """W [d, C] for one λ: Cholesky, or the eigendecomposition when that fails."""
-        if rows is not None:  # dual: W = Xcᵀ (K + λI)⁻¹ Yc
-            xc, yc = rows[0][:, self.start:self.stop].double() - self.mx, rows[1] - self.my
-            return xc.T @ _spd_solve(xc @ xc.T, alpha, yc)
+        if self.dual:  # W = Xcᵀ (XcXcᵀ + λI)⁻¹ Yc
+            return self.xc.T @ _spd_solve(self.xc @ self.xc.T, alpha, self.yc)
         return _spd_solve(self.cxx, alpha, self.cxy)
 
     # -- a grid of λ from one eigendecomposition ------------------------------------------
 
-    def decompose(self, rows: tuple[torch.Tensor, torch.Tensor] | None) -> None:
-        self.dual = rows is not None
+    def decompose(self) -> None:
         if self.dual:
-            self.xc = rows[0][:, self.start:self.stop].double() - self.mx
             s, u = torch.linalg.eigh(self.xc @ self.xc.T)
-            self.s, self.v, self.q = s.clamp(min=0), u, u.T @ (rows[1] - self.my)
+            self.s, self.v, self.q = s.clamp(min=0), u, u.T @ self.yc
+            self.proj = self.xc.T @ u  # feature space → eigenbasis
         else:
             s, v = torch.linalg.eigh(self.cxx)
             self.s, self.v, self.q = s.clamp(min=0), v, v.T @ self.cxy
-        self.proj = self.xc.T @ self.v if self.dual else self.v  # feature space → eigenbasis
+            self.proj = v
 
     def coef(self, alpha: float) -> torch.Tensor:
-        w = self.v @ (self.q / (self.s + alpha)[:, None])
-        return self.xc.T @ w if self.dual else w
+        return self.proj @ (self.q / (self.s + alpha)[:, None])
 
     def predict(self, x: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
         """[G, m, C] predictions of the model fitted with each λ, for new rows x."""
@@ -178,74 +188,42 @@ class RidgeLearner:
             seed: int, on_epoch: EpochCallback | None = None) -> FitResult:  # noqa: ARG002
         model.to(device).eval()
         blocks = [_Block(a, b, lin, device) for a, b, lin in readout_blocks(model.readout)]
-        num_classes = blocks[0].linear.out_features
         bs = self.batch_size or train.eval_batch_size
         t0 = time.perf_counter()
-        cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []
-        cached_bytes = 0
-        for feats, y in self._batches(model, data.train, bs, device, "harvest"):
-            if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-                raise EchoesError(f"labels must lie in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}")
-            onehot = nn.functional.one_hot(y, num_classes).double()
-            for block in blocks:
-                block.add(feats, onehot)
-            if cache is not None:
-                cached_bytes += feats.numel() * feats.element_size()
-                if cached_bytes <= self.cache_mb * 2**20:
-                    cache.append((feats, y))
-                else:
-                    cache = None
+        cache = self._accumulate(model, data.train, blocks, bs, device)
         harvest_seconds = time.perf_counter() - t0
-        n, dims = blocks[0].n, max(b.stop - b.start for b in blocks)
+        if cache is not None:  # every row in memory: the dual form where rows < features
+            y_all = self._onehot(torch.cat([y for _, y in cache]), blocks)
+            dual = [len(y_all) < block.dims for block in blocks]
+            x_all = torch.cat([f for f, _ in cache]) if any(dual) else None
+            for block, use_rows in zip(blocks, dual, strict=True):
+                if use_rows:
+                    block.use_rows(x_all, y_all)
+                else:
+                    for f, y in cache:
+                        block.add(f, self._onehot(y, blocks))
+        n = blocks[0].n
         if n < 2:
             raise EchoesError(f"ridge needs at least 2 training rows, got {n}")
         for block in blocks:
-            block.centre()
-        # the dual form needs every row at hand; it pays when rows are fewer than features
-        rows = None
-        if cache is not None and n < dims:
-            x_all = torch.cat([f for f, _ in cache])
-            y_all = nn.functional.one_hot(torch.cat([y for _, y in cache]), num_classes).double()
-            rows = (x_all, y_all)
-
-        extra: dict[str, float | str | bool] = {"ridge_dual": rows is not None}
+            if not block.dual:
+                block.centre()
+        extra: dict[str, float | str | bool] = {"ridge_dual": all(b.dual for b in blocks)}
         metrics: dict[str, float] = {}
         if self.alpha is not None:
             alpha = float(self.alpha)
             for block in blocks:
-                block.write(block.solve(alpha, rows))
+                block.write(block.solve(alpha))
         else:
-            select = self.select
-            if select == "auto":
-                select = "val" if data.framewise else "loo"
-            scale = float(np.mean([b.scale for b in blocks])) or 1.0
-            grid = [a * scale for a in RELATIVE_ALPHAS] if self.alphas is None else list(self.alphas)
-            alphas = torch.tensor(grid, dtype=torch.float64, device=device)
-            for block in blocks:
-                block.decompose(rows)
-            correct = torch.zeros(len(grid), dtype=torch.float64, device=device)
-            sse = torch.zeros_like(correct)
+            select = self.select if self.select != "auto" else ("val" if data.framewise else "loo")
             if select == "loo":
-                source = cache if cache is not None else self._batches(model, data.train, bs, device,
-                                                                       "leave-one-out")
+                source = cache if cache is not None else self._batches(
+                    model, data.train, bs, device, "leave-one-out")
             else:
                 source = self._batches(model, data.val, bs, device, "validation")
-            offset = 0
-            for feats, y in source:
-                onehot = nn.functional.one_hot(y, num_classes).double()
-                idx = torch.arange(offset, offset + len(y), device=device)
-                offset += len(y)
-                preds = torch.stack([
-                    b.loo(feats, onehot, idx, alphas) if select == "loo" else b.predict(feats, alphas)
-                    for b in blocks]).mean(0)  # [G, m, C]: the averaged readout's output
-                correct += (preds.argmax(-1) == y).sum(1)
-                sse += ((preds - onehot) ** 2).sum((1, 2))
-            best = max(range(len(grid)), key=lambda g: (float(correct[g]), -float(sse[g])))
-            alpha = grid[best]
-            for block in blocks:
-                block.write(block.coef(alpha))
-            metrics[f"{select}_accuracy"] = float(correct[best]) / max(offset, 1)
+            alpha, accuracy = self._choose(blocks, source, loo=select == "loo")
             extra["ridge_select"] = select
+            metrics[f"{select}_accuracy"] = accuracy
         extra["ridge_alpha"] = alpha
         metrics.update(ridge_alpha=alpha, harvest_seconds=harvest_seconds,
                        solve_seconds=time.perf_counter() - t0 - harvest_seconds, train_rows=float(n),
@@ -253,3 +231,58 @@ class RidgeLearner:
         if on_epoch is not None:
             on_epoch(1, metrics)
         return FitResult(history=[metrics], best_epoch=1, extra=extra)
+
+    @staticmethod
+    def _onehot(y: torch.Tensor, blocks: list[_Block]) -> torch.Tensor:
+        return nn.functional.one_hot(y, blocks[0].linear.out_features).double()
+
+    def _accumulate(self, model: SequenceModel, seqs: Sequences, blocks: list[_Block], batch_size: int,
+                    device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """One pass over the training rows: kept in memory while they fit in ``cache_mb``
+        (returned), else streamed into the blocks' sums (None returned)."""
+        num_classes = blocks[0].linear.out_features
+        cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []
+        cached_bytes = 0
+        for feats, y in self._batches(model, seqs, batch_size, device, "harvest"):
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+                raise EchoesError(f"labels must lie in 0..{num_classes - 1}, "
+                                  f"got {int(y.min())}..{int(y.max())}")
+            if cache is not None:
+                cache.append((feats, y))
+                cached_bytes += feats.numel() * feats.element_size()
+                if cached_bytes <= self.cache_mb * 2**20:
+                    continue
+                batches, cache = cache, None  # too big to keep: stream from here on
+            else:
+                batches = [(feats, y)]
+            for f, yy in batches:
+                onehot = self._onehot(yy, blocks)
+                for block in blocks:
+                    block.add(f, onehot)
+        return cache
+
+    def _choose(self, blocks: list[_Block], source: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                loo: bool) -> tuple[float, float]:
+        """(λ, its accuracy): fit every block for the whole grid, score the averaged output on
+        ``source`` (leave-one-out on the training rows, or plain predictions), write the best."""
+        device = blocks[0].device
+        scale = float(np.mean([b.scale for b in blocks])) or 1.0
+        grid = [a * scale for a in RELATIVE_ALPHAS] if self.alphas is None else list(self.alphas)
+        alphas = torch.tensor(grid, dtype=torch.float64, device=device)
+        for block in blocks:
+            block.decompose()
+        correct = torch.zeros(len(grid), dtype=torch.float64, device=device)
+        sse = torch.zeros_like(correct)
+        offset = 0
+        for feats, y in source:
+            onehot = self._onehot(y, blocks)
+            idx = torch.arange(offset, offset + len(y), device=device)
+            offset += len(y)
+            preds = torch.stack([b.loo(feats, onehot, idx, alphas) if loo else b.predict(feats, alphas)
+                                 for b in blocks]).mean(0)  # [G, m, C]: the averaged readout
+            correct += (preds.argmax(-1) == y).sum(1)
+            sse += ((preds - onehot) ** 2).sum((1, 2))
+        best = max(range(len(grid)), key=lambda g: (float(correct[g]), -float(sse[g])))
+        for block in blocks:
+            block.write(block.coef(grid[best]))
+        return grid[best], float(correct[best]) / max(offset, 1)

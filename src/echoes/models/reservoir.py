@@ -448,10 +448,10 @@ def esn_ensemble(input_size: int, num_classes: int, framewise: bool = False, mem
                  washout: int = 0, concat_input: bool = False, bidirectional: bool = False,
                  sparse: bool | None = None, dtype: str = "float32",
                  seed: int = 0) -> EchoStateNetwork:
-    """Ensemble of ``members`` independent ESNs (or DeepESNs), their readout outputs averaged.
+    """Ensemble of independent ESNs (or DeepESNs), one readout each, outputs averaged.
 
-    Each member has its own readout; ridge fits them independently with one λ chosen
-    for the averaged output.
+    ``members`` reservoirs drawn from independent streams of the seed; ridge fits each
+    member's readout on its own states, with one λ chosen for the averaged output.
     """
     return build_esn(input_size, num_classes, framewise, members=members,
                      num_reservoirs=num_reservoirs, units=units, spectral_radius=spectral_radius,
