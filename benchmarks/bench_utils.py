@@ -1,7 +1,7 @@
 """What every benchmark shares: machine description and interleaved, repeated timing.
 
 Import it before torch (``import bench_utils`` sorts first): importing echoes here
-sets its OpenMP wait policy before torch loads, as the ``echoes`` command does.
+sets its OpenMP spin count before torch loads, as the ``echoes`` command does.
 """
 
 from __future__ import annotations
@@ -28,8 +28,14 @@ def machine() -> str:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} "
-            f"threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), numpy "
+            f"threads ({openmp()}), numpy "
             f"{np.__version__}, Python {platform.python_version()}{gpu}; {load()}")
+
+
+def openmp() -> str:
+    """The OpenMP wait settings torch loaded with."""
+    keys = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    return ", ".join(f"{k}={os.environ[k]}" for k in keys if k in os.environ) or "libgomp's default wait"
 
 
 def load() -> str:

@@ -197,10 +197,14 @@ def test_cli_trains_esn_on_basic_motions(run_dir):
     assert run.data.metrics["ridge_alpha"] == pytest.approx(r["ridge_alpha"])
 
 
-def test_import_sets_a_sleeping_openmp_wait_policy_unless_told_otherwise():
-    code = "import os, echoes; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    chosen = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-                            capture_output=True, text=True)
-    assert (default.stdout.strip(), chosen.stdout.strip()) == ("PASSIVE", "ACTIVE")
+def test_import_sets_a_short_openmp_spin_unless_told_otherwise():
+    code = "import os, echoes; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+
+    def spin(**chosen: str) -> str:
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **chosen}, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    assert spin() == "10000"
+    assert spin(GOMP_SPINCOUNT="500") == "500"
+    assert spin(OMP_WAIT_POLICY="ACTIVE") == "None"

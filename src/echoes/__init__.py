@@ -2,11 +2,13 @@
 
 import os
 
-# OpenMP threads that spin while waiting for a descheduled partner stall every small
-# parallel step on a shared machine: with 2 threads at load ~6, reservoir harvests ran
-# 5-10× and LSTM epochs 2-3× faster with sleeping waits (see BENCHMARKS.md). Read once,
-# when torch loads, so it holds when echoes is imported first (the CLI); a value set
-# by the user wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# torch's OpenMP threads spin ~300,000 times before sleeping when they wait for each other.
+# When the cores are shared, a spinning thread waits for a partner that is not running and
+# every small parallel step (one per reservoir time step, several per LSTM step) stalls. A
+# short spin was fastest both idle and under load (benchmarks/omp_wait_policy.py, see
+# BENCHMARKS.md). libgomp reads it once, when torch loads: echoes must be imported first
+# (the CLI is). A wait policy or spin count the user set wins.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 __version__ = "0.1.0"

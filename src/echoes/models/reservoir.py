@@ -42,7 +42,7 @@ POOLINGS = ("last", "mean", "last_mean", "times")
 # random matrices, whose eigenvalues crowd the rim of a disc).
 DENSE_EIGEN_MAX_UNITS = 1000
 # On CPU a sparse (CSR) W is used at or below this connectivity, from this many units
-# up; measured in benchmarks/esn_vs_reservoirpy.py --sparse (see BENCHMARKS.md).
+# up; measured by benchmarks/esn_harvest.py (see BENCHMARKS.md).
 SPARSE_MAX_CONNECTIVITY = 0.1
 SPARSE_MIN_UNITS = 200
 TIME_CHUNK = 64  # steps whose input projection is computed in one product
