@@ -32,10 +32,13 @@ def machine() -> str:
             f"{np.__version__}, Python {platform.python_version()}{gpu}; {load()}")
 
 
+OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
 def openmp() -> str:
     """The OpenMP wait settings torch loaded with."""
-    keys = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-    return ", ".join(f"{k}={os.environ[k]}" for k in keys if k in os.environ) or "libgomp's default wait"
+    return ", ".join(f"{k}={os.environ[k]}" for k in OPENMP_WAIT_VARIABLES if k in os.environ
+                     ) or "libgomp's default wait"
 
 
 def load() -> str:

@@ -52,7 +52,7 @@ SETTINGS = {"libgomp default": {}, "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY"
 
 
 def run(setting: dict[str, str]) -> dict[str, float]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = {k: v for k, v in os.environ.items() if k not in bench_utils.OPENMP_WAIT_VARIABLES}
     env.update(setting)
     out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
                          check=True)
@@ -63,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print(f"machine: {bench_utils.machine()}\n")
+    print(f"machine: {bench_utils.machine()} (this process; each child runs with its setting)\n")
     _, out = bench_utils.interleaved({k: lambda _, v=v: run(v) for k, v in SETTINGS.items()},
                                      args.repeats)
     rows = []
