@@ -16,7 +16,7 @@ def test_tensorboard_gets_each_epoch_and_the_hparams(run_dir, tiny_npz):
     events = EventAccumulator(str(logdir))
     events.Reload()
     curve = [(s.step, s.value) for s in events.Scalars("epoch/val_accuracy")]
-    assert curve == [(i + 1, pytest.approx(h["val_accuracy"])) for i, h in enumerate(r["history"])]
+    assert curve == [(i + 1, pytest.approx(h["val_accuracy"])) for i, h in enumerate(r.history)]
     assert events.Scalars("test_accuracy")[0].value == pytest.approx(r["test_accuracy"])
     content = events.PluginTagToContent("hparams")
     session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])

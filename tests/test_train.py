@@ -21,7 +21,7 @@ def test_training_learns_a_memory_task(run_dir, tiny_npz):
     assert 1 <= r["epochs"] <= 12 and r["convergence_epoch"] <= r["epochs"]
     assert r["train_seconds"] > 0 and r["inference_seconds_per_sample"] > 0
     assert r["overfit_gap"] == pytest.approx(r["train_accuracy"] - r["val_accuracy"])
-    assert np.array(r["confusion_matrix"]).sum() == 40
+    assert np.array(r.confusion_matrix).sum() == 40
 
 
 def test_same_seed_same_metrics_other_seed_differs(run_dir, tiny_npz):
@@ -30,13 +30,13 @@ def test_same_seed_same_metrics_other_seed_differs(run_dir, tiny_npz):
     b = train(_cfg(tiny_npz, "tracking=false", "train.epochs=3", "seed=7"))
     c = train(_cfg(tiny_npz, "tracking=false", "train.epochs=3", "seed=8"))
     assert [a[k] for k in keys] == [b[k] for k in keys]
-    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
     assert a["test_loss"] != c["test_loss"]
 
 
 def test_early_stopping_restores_the_best_epoch(run_dir, tiny_npz):
     r = train(_cfg(tiny_npz, "tracking=false", "train.epochs=40", "train.patience=2", "train.lr=0.05"))
-    scores = [(h["val_accuracy"], -h["val_loss"]) for h in r["history"]]  # accuracy, ties by loss
+    scores = [(h["val_accuracy"], -h["val_loss"]) for h in r.history]  # accuracy, ties by loss
     best = max(range(len(scores)), key=lambda i: scores[i]) + 1
     assert r["best_epoch"] == best
     assert r["epochs"] == min(40, best + 2)  # stops after `patience` epochs without improvement
@@ -46,7 +46,7 @@ def test_early_stopping_restores_the_best_epoch(run_dir, tiny_npz):
 def test_cosine_schedule_with_warm_restart(run_dir, tiny_npz):
     r = train(_cfg(tiny_npz, "tracking=false", "train.epochs=4", "train.schedule=cosine",
                    "train.restart_epochs=2", "train.patience=null"))
-    lrs = [h["lr"] for h in r["history"]]
+    lrs = [h["lr"] for h in r.history]
     assert lrs[0] < 0.01 and lrs[1] == pytest.approx(0.01)  # decays, then restarts at epoch 2's end
 
 
@@ -60,12 +60,12 @@ def test_mlflow_run_has_params_metrics_tags_and_artifacts(run_dir, tiny_npz):
     assert run.info.status == "FINISHED"
     assert run.data.params["model.name"] == "gru" and run.data.params["train.epochs"] == "3"
     assert run.data.tags["learner"] == "gradient" and run.data.tags["family"] == "recurrent"
-    assert run.data.tags["seed"] == "0" and run.data.tags["dataset"].startswith("npz:")
+    assert run.data.tags["seed"] == "0" and run.data.tags["data"].startswith("npz:")
     assert len(run.data.tags["git_commit"]) == 40
     assert run.data.metrics["test_accuracy"] == pytest.approx(r["test_accuracy"])
     assert len(client.get_metric_history(run.info.run_id, "epoch/val_accuracy")) == 3
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "confusion_matrix.json", "model.pt"} <= names
+    assert {"config.yaml", "confusion_matrix.json", "model"} <= names
 
 
 def test_mlflow_tracking_uri_is_respected(run_dir, tiny_npz, monkeypatch):

@@ -1,4 +1,11 @@
-"""echoes: train and compare temporal neural architectures on the same data, every run tracked."""
+"""echoes: train and compare temporal neural architectures on the same data, every run tracked.
+
+```python
+from echoes import train, load_model
+result = train(model="esn", data="uea:BasicMotions")
+result.model.predict(sequences)
+```
+"""
 
 import os
 
@@ -12,3 +19,16 @@ if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 __version__ = "0.1.0"
+
+_API = ("Model", "RunResult", "compare", "create_model", "load_data", "load_model", "train")
+
+
+def __getattr__(name: str):  # the API loads torch: only when asked for, so `import echoes` stays light
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'echoes' has no attribute {name!r}")
+
+
+__all__ = list(_API)

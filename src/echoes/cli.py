@@ -13,49 +13,39 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EchoesError
+from .utils import atomic_write
 
 
 def _write_json(path: str, data: Any) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(p)
-
-
-TRAIN_KEYS = [
-    "model", "data", "seed", "learner", "test_accuracy", "test_top5", "val_accuracy", "train_accuracy",
-    "overfit_gap", "train_seconds", "train_seconds_per_epoch", "epochs", "inference_seconds_per_batch",
-    "inference_seconds_per_sample", "peak_memory_mb", "trainable_params", "total_params",
-    "convergence_epoch", "mlflow_run_id",
-]
+    atomic_write(p, json.dumps(data, indent=2, default=str))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .api import load_data, train
     from .config import load_config
+    from .run import Metric, check_experiment, load_data, run_experiment
 
     cfg = load_config(args.config, args.overrides)
-    from .api import check_experiment
-
     check_experiment(cfg)
-    ds = load_data(cfg.data)
+    ds = load_data(cfg)
     print(f"data  {ds.describe()}")
-    r = train(cfg, dataset=ds)
-    print(f"model {r['label']} ({r['family']}, learner {r['learner']}): "
-          f"{r['trainable_params']:,} trainable / {r['total_params']:,} total parameters")
-    print(f"test accuracy {r['test_accuracy']:.4f}"
-          + (f"  top-5 {r['test_top5']:.4f}" if r.get("test_top5") is not None else "")
-          + f"  |  val {r['val_accuracy']:.4f}  train {r['train_accuracy']:.4f}")
-    print(f"train {r['train_seconds']:.2f}s over {r['epochs']} epoch(s)  |  "
-          f"inference {r['inference_seconds_per_sample'] * 1e3:.3f} ms/sequence  |  "
-          f"peak memory {r['peak_memory_mb']:.0f} MB")
-    if r["mlflow_run_id"]:
-        print(f"mlflow run {r['mlflow_run_id']}")
+    r = run_experiment(cfg, ds)
+    m = r.metrics
+    print(f"model {r.label} ({r.family}, learner {r.learner}): "
+          f"{m[Metric.TRAINABLE_PARAMS]:,} trainable / {m[Metric.TOTAL_PARAMS]:,} total parameters")
+    print(f"test accuracy {m[Metric.TEST_ACCURACY]:.4f}"
+          + (f"  top-5 {m[Metric.TEST_TOP5]:.4f}" if m.get(Metric.TEST_TOP5) is not None else "")
+          + f"  |  val {m[Metric.VAL_ACCURACY]:.4f}  train {m[Metric.TRAIN_ACCURACY]:.4f}")
+    print(f"train {m[Metric.TRAIN_SECONDS]:.2f}s over {m[Metric.EPOCHS]} epoch(s)  |  "
+          f"inference {m[Metric.INFERENCE_SECONDS_PER_SAMPLE] * 1e3:.3f} ms/sequence  |  "
+          f"peak memory {m[Metric.PEAK_MEMORY_MB]:.0f} MB")
+    if r.run_id:
+        print(f"mlflow run {r.run_id}  (model: runs:/{r.run_id}/model)")
+    if args.save:
+        print(f"model saved to {r.model.save(args.save)}")
     if args.json:
-        out = {k: r.get(k) for k in TRAIN_KEYS}
-        out.update({k: v for k, v in r.items() if k not in out and k != "history"})
-        _write_json(args.json, out)
+        _write_json(args.json, r.row())
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -183,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train and evaluate one model on one dataset")
     t.add_argument("--config", help="experiment YAML file")
     t.add_argument("--json", metavar="OUT", help="write the run's metrics to this JSON file")
+    t.add_argument("--save", metavar="DIR", help="save the fitted model to this folder (load_model / echoes predict)")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="e.g. model=lstm data=uea:BasicMotions train.epochs=50 seed=1")
     t.set_defaults(func=cmd_train)

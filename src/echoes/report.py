@@ -31,6 +31,7 @@ import numpy as np
 
 from .errors import EchoesError, did_you_mean
 from .suite import SUMMARY_COLUMNS, format_cell, summarize
+from .utils import atomic_write
 
 Echo = Callable[[str], None]
 FIG_WIDTH, FIG_HEIGHT = 740, 440  # two figures side by side on a wide screen
@@ -56,7 +57,7 @@ class Run:
 
     @property
     def data(self) -> str:
-        return self.tags.get("dataset", "?")
+        return self.tags.get("data", "?")
 
     @property
     def seed(self) -> str:
@@ -446,12 +447,6 @@ def _table_html(rows: list[dict[str, Any]], colours: dict[str, str]) -> str:
     return "".join(out)
 
 
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    tmp.replace(path)
-
-
 def write_pngs(figures: dict[str, Any], out: Path) -> str | None:
     """Every figure as ``<name>.png`` through Kaleido and Chromium; None, or why it could not."""
     import plotly.io as pio
@@ -550,7 +545,7 @@ def write_report(out_dir: str | Path, *, uri: str | None = None, experiments: li
             parts.append(f"<p class='note'>{html.escape(notes[sweep.name])}</p>")
     parts.append("</body></html>")
     page = out / "report.html"
-    _atomic_write(page, "\n".join(parts))
+    atomic_write(page, "\n".join(parts))
     if png:
         problem = write_pngs(figures, out)
         if problem:

@@ -28,8 +28,10 @@ import numpy as np
 
 from .config import ExperimentConfig, build_config, deep_merge, parse_overrides, read_yaml
 from .errors import EchoesError
+from .run import Metric, Tag
+from .utils import atomic_write, find_config, packaged_configs
 
-DEFAULT_SUITE = Path("configs/suites/quick.yaml")
+DEFAULT_SUITE = "quick"
 SUITE_KEYS = {"name", "experiment", "base", "models", "datasets", "seeds", "description"}
 LIST_KEYS = ("models", "datasets", "seeds")
 
@@ -66,21 +68,11 @@ def _data_entry(entry: Any) -> dict[str, Any]:
     raise EchoesError(f"suite dataset entry {entry!r} must be a source like uea:BasicMotions or a mapping")
 
 
-def find_suite(path: str | None) -> Path:
-    if path is None:
-        return DEFAULT_SUITE
-    p = Path(path)
-    if not p.exists() and not p.suffix:
-        named = Path("configs/suites") / f"{path}.yaml"
-        if named.exists():
-            return named
-    return p
-
-
 def load_suite(path: str | None, overrides: list[str]) -> Suite:
-    p = find_suite(path)
-    if path is None and not p.exists():
-        raise EchoesError(f"default suite {p} not found — run from the echoes checkout or pass a suite file")
+    p = find_config("suites", path or DEFAULT_SUITE)
+    if not p.is_file():
+        raise EchoesError(f"suite '{path}' not found — give a YAML path or one of: "
+                          + ", ".join(packaged_configs("suites")))
     raw = read_yaml(p)
     unknown_keys = set(raw) - SUITE_KEYS
     if unknown_keys:
@@ -110,12 +102,13 @@ def load_suite(path: str | None, overrides: list[str]) -> Suite:
 
 # --- summarising -------------------------------------------------------------
 
+SEEDS = "seeds"  # a summary row: how many seeds its means and stds cover
 SUMMARY_COLUMNS = [
-    ("test_accuracy", "test acc", "{:.3f}"),
-    ("train_seconds", "train s", "{:.2f}"),
-    ("inference_seconds_per_sample", "infer ms/seq", None),
-    ("trainable_params", "trainable", "{:,.0f}"),
-    ("peak_memory_mb", "peak MB", "{:.0f}"),
+    (Metric.TEST_ACCURACY, "test acc", "{:.3f}"),
+    (Metric.TRAIN_SECONDS, "train s", "{:.2f}"),
+    (Metric.INFERENCE_SECONDS_PER_SAMPLE, "infer ms/seq", None),
+    (Metric.TRAINABLE_PARAMS, "trainable", "{:,.0f}"),
+    (Metric.PEAK_MEMORY_MB, "peak MB", "{:.0f}"),
 ]
 
 
@@ -123,13 +116,13 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (dataset, label): mean and std over seeds of each measurement."""
     groups: OrderedDict[tuple[str, str], list[dict[str, Any]]] = OrderedDict()
     for r in results:
-        groups.setdefault((r["data"], r["label"]), []).append(r)
+        groups.setdefault((r[Tag.DATA], r[Tag.LABEL]), []).append(r)
     rows = []
     for (data, label), rs in groups.items():
-        row: dict[str, Any] = {"data": data, "label": label, "learner": rs[0]["learner"], "seeds": len(rs),
-                               "framewise": bool(rs[0].get("framewise"))}
-        for key, _, _ in SUMMARY_COLUMNS + [("val_accuracy", "", ""), ("total_params", "", ""),
-                                           ("test_top5", "", ""), ("train_accuracy", "", "")]:
+        row: dict[str, Any] = {Tag.DATA: data, Tag.LABEL: label, Tag.LEARNER: rs[0][Tag.LEARNER], SEEDS: len(rs),
+                               Tag.FRAMEWISE: bool(rs[0].get(Tag.FRAMEWISE))}
+        for key, _, _ in SUMMARY_COLUMNS + [(Metric.VAL_ACCURACY, "", ""), (Metric.TOTAL_PARAMS, "", ""),
+                                           (Metric.TEST_TOP5, "", ""), (Metric.TRAIN_ACCURACY, "", "")]:
             values = [r[key] for r in rs if r.get(key) is not None]
             if values:
                 row[key] = float(np.mean(values))
@@ -143,10 +136,10 @@ def format_cell(row: dict[str, Any], key: str, fmt: str | None) -> str:
     if key not in row:
         return "—"
     mean, std = row[key], row.get(f"{key}_std", 0.0)
-    if key == "inference_seconds_per_sample":
+    if key == Metric.INFERENCE_SECONDS_PER_SAMPLE:
         mean, std, fmt = mean * 1e3, std * 1e3, "{:.3f}"
     text = fmt.format(mean)
-    if row["seeds"] > 1 and key in ("test_accuracy", "train_seconds", "peak_memory_mb"):
+    if row[SEEDS] > 1 and key in (Metric.TEST_ACCURACY, Metric.TRAIN_SECONDS, Metric.PEAK_MEMORY_MB):
         text += " ± " + fmt.format(std)
     return text
 
@@ -154,7 +147,7 @@ def format_cell(row: dict[str, Any], key: str, fmt: str | None) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     headers = ["dataset", "model", "learner", "seeds"] + [h for _, h, _ in SUMMARY_COLUMNS]
     body = [
-        [r["data"] + (" [frames]" if r.get("framewise") else ""), r["label"], r["learner"], str(r["seeds"])]
+        [r[Tag.DATA] + (" [frames]" if r.get(Tag.FRAMEWISE) else ""), r[Tag.LABEL], r[Tag.LEARNER], str(r[SEEDS])]
         + [format_cell(r, k, f) for k, _, f in SUMMARY_COLUMNS]
         for r in rows
     ]
@@ -168,20 +161,21 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     out = [line(headers), "  ".join("-" * w for w in widths)]
     previous = None
     for r, b in zip(rows, body, strict=True):
-        if previous is not None and r["data"] != previous:
+        if previous is not None and r[Tag.DATA] != previous:
             out.append("")
-        previous = r["data"]
+        previous = r[Tag.DATA]
         out.append(line(b))
-    if any(r.get("framewise") for r in rows):
+    if any(r.get(Tag.FRAMEWISE) for r in rows):
         out.append("\n[frames]: test acc is framewise accuracy over labelled frames (frame error rate = 1 − acc)")
     return "\n".join(out)
 
 
 CSV_KEYS = [
-    "data", "label", "model", "learner", "seed", "test_accuracy", "test_top5", "val_accuracy",
-    "train_accuracy", "overfit_gap", "train_seconds", "train_seconds_per_epoch", "epochs",
-    "convergence_epoch", "inference_seconds_per_batch", "inference_seconds_per_sample",
-    "peak_memory_mb", "trainable_params", "total_params", "mlflow_run_id",
+    Tag.DATA, Tag.LABEL, Tag.MODEL, Tag.LEARNER, Tag.SEED, Metric.TEST_ACCURACY, Metric.TEST_TOP5,
+    Metric.VAL_ACCURACY, Metric.TRAIN_ACCURACY, Metric.OVERFIT_GAP, Metric.TRAIN_SECONDS,
+    Metric.TRAIN_SECONDS_PER_EPOCH, Metric.EPOCHS, Metric.CONVERGENCE_EPOCH, Metric.INFERENCE_SECONDS_PER_BATCH,
+    Metric.INFERENCE_SECONDS_PER_SAMPLE, Metric.PEAK_MEMORY_MB, Metric.TRAINABLE_PARAMS, Metric.TOTAL_PARAMS,
+    Tag.RUN_ID,
 ]
 
 
@@ -200,26 +194,21 @@ def write_outputs(out: Path, suite: Suite, results: list[dict[str, Any]]) -> dic
     summary = {"suite": suite.name, "experiment": suite.experiment, "rows": rows,
                "runs": _jsonable(results), "table": format_table(rows), "out_dir": str(out)}
 
-    def atomic(name: str, text: str) -> None:
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out / name)
-
     from io import StringIO
 
     buf = StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_KEYS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(results)
-    atomic("runs.csv", buf.getvalue())
-    atomic("runs.json", json.dumps(_jsonable(results), indent=2, default=str))
-    atomic("summary.json", json.dumps(summary, indent=2, default=str))
-    atomic("table.txt", summary["table"] + "\n")
+    atomic_write(out / "runs.csv", buf.getvalue())
+    atomic_write(out / "runs.json", json.dumps(_jsonable(results), indent=2, default=str))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    atomic_write(out / "table.txt", summary["table"] + "\n")
     return summary
 
 
 def run_suite(suite: Suite, *, out_dir: str | None = None, echo: Any = print) -> dict[str, Any]:
-    from .api import load_data, train
+    from .run import load_data, run_experiment
     from .tracking import ensure_store, store_uri
 
     first = suite.runs[0]
@@ -234,12 +223,12 @@ def run_suite(suite: Suite, *, out_dir: str | None = None, echo: Any = print) ->
     for i, cfg in enumerate(suite.runs, 1):
         key = json.dumps(cfg.data.model_dump(), sort_keys=True)
         if key not in datasets:
-            datasets[key] = load_data(cfg.data)
+            datasets[key] = load_data(cfg)
             echo(f"data  {datasets[key].describe()}")
-        result = train(cfg, dataset=datasets[key], experiment=suite.experiment)
-        results.append(result)
-        echo(f"[{i}/{len(suite.runs)}] {result['label']:<16} {cfg.data.source:<22} seed {cfg.seed}  "
-             f"test acc {result['test_accuracy']:.3f}  train {result['train_seconds']:.2f}s")
+        result = run_experiment(cfg, datasets[key], experiment=suite.experiment)
+        results.append(result.row())
+        echo(f"[{i}/{len(suite.runs)}] {result.label:<16} {cfg.data.source:<22} seed {cfg.seed}  "
+             f"test acc {result[Metric.TEST_ACCURACY]:.3f}  train {result[Metric.TRAIN_SECONDS]:.2f}s")
         summary = write_outputs(out, suite, results)  # after every run: nothing finished is lost
     summary["tracking_uri"] = store_uri(first.tracking) if first.tracking.enabled else None  # for the report
     return summary

@@ -62,6 +62,7 @@ from .config import (
 )
 from .errors import EchoesError, did_you_mean
 from .tracking import RunStopped
+from .utils import atomic_write, find_config, packaged_configs
 
 Echo = Callable[[str], None]
 HOST = socket.gethostname()
@@ -148,20 +149,12 @@ class Sweep:
 # --- reading a sweep file ----------------------------------------------------------------
 
 
-def find_sweep(path: str) -> Path:
-    p = Path(path)
-    if not p.exists() and not p.suffix:
-        named = Path("configs/sweeps") / f"{path}.yaml"
-        if named.exists():
-            return named
-    return p
-
-
 def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
     """Read a sweep file; ``KEY=VALUE`` overrides set sweep keys (trials=50) or base keys."""
-    p = find_sweep(path)
+    p = find_config("sweeps", path)
     if not p.is_file():
-        raise EchoesError(f"sweep file '{path}' not found — give a YAML path or a name in configs/sweeps/")
+        raise EchoesError(f"sweep '{path}' not found — give a YAML path or one of: "
+                          + ", ".join(packaged_configs("sweeps")))
     raw = read_yaml(p)
     unknown_keys = set(raw) - SWEEP_KEYS
     if unknown_keys:
@@ -279,9 +272,9 @@ def _first_value(d: Any) -> Any:
 
 def _check_sweep(sweep: Sweep) -> None:
     """Fail before any trial runs: names, keys the model does not take, sampler options."""
-    from .api import check_experiment
     from .models import MODELS
     from .registry import check_kwargs
+    from .run import check_experiment
 
     cfg = sweep.config_for(sweep.points[0] if sweep.points else
                            {k: _first_value(d) for k, d in sweep.distributions.items()})
@@ -699,7 +692,7 @@ def run_trial(sweep: Sweep, storage: Any, frozen: Any, datasets: dict[str, Any],
     import optuna
     from optuna.trial import TrialState
 
-    from .api import load_data, train
+    from .run import Metric, Tag, load_data, run_experiment
 
     study = load_study(sweep, storage, seed=sweep.base_config.seed * 100_003 + frozen.number)
     study_id = storage.get_study_id_from_name(sweep.name)
@@ -722,8 +715,8 @@ def run_trial(sweep: Sweep, storage: Any, frozen: Any, datasets: dict[str, Any],
         try:
             key = json.dumps(cfg.data.model_dump(), sort_keys=True, default=str)
             if key not in datasets:
-                datasets[key] = load_data(cfg.data)
-            result = train(cfg, dataset=datasets[key], on_epoch=on_epoch, experiment=sweep.experiment,
+                datasets[key] = load_data(cfg)
+            result = run_experiment(cfg, datasets[key], on_epoch=on_epoch, experiment=sweep.experiment,
                            parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
                            tags={"sweep": sweep.name, "sweep.trial": frozen.number})
             value = _objective(result, objective)
@@ -741,7 +734,7 @@ def run_trial(sweep: Sweep, storage: Any, frozen: Any, datasets: dict[str, Any],
         else:
             if not math.isfinite(value):
                 state, note = TrialState.FAIL, f"{objective} is {value}"
-            for k in ("test_accuracy", "val_accuracy", "train_seconds", "mlflow_run_id"):
+            for k in (Metric.TEST_ACCURACY, Metric.VAL_ACCURACY, Metric.TRAIN_SECONDS, Tag.RUN_ID):
                 if result.get(k) is not None:
                     trial.set_user_attr(k, result[k])
     try:
@@ -872,7 +865,7 @@ def finish(sweep: Sweep) -> dict[str, Any]:
     counts = _counts(trials, sweep.budget)
     folder = sweep.folder
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic(folder / "trials.csv", _trials_csv(sweep, trials))
+    atomic_write(folder / "trials.csv", _trials_csv(sweep, trials))
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = study.best_trial if complete else None
     summary: dict[str, Any] = {"sweep": sweep.name, "objective": sweep.cfg.objective,
@@ -883,7 +876,7 @@ def finish(sweep: Sweep) -> dict[str, Any]:
         cfg = sweep.config_for(best.params)
         header = (f"# Best trial ({best.number}) of sweep '{sweep.name}': {sweep.cfg.objective} = "
                   f"{best.value:.6g}.\n# Run it again: echoes train --config {folder / 'best.yaml'}\n")
-        _atomic(folder / "best.yaml", header + yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        atomic_write(folder / "best.yaml", header + yaml.safe_dump(cfg.model_dump(), sort_keys=False))
         summary["best"] = {"trial": best.number, "value": best.value, "params": best.params,
                            "config": str(folder / "best.yaml"),
                            **{k: best.user_attrs.get(k) for k in ("test_accuracy", "mlflow_run_id")}}
@@ -905,12 +898,6 @@ def finish(sweep: Sweep) -> dict[str, Any]:
             client.set_terminated(parent, "FINISHED")
     summary["table"] = _trials_table(sweep, trials)
     return summary
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _trials_csv(sweep: Sweep, trials: list[Any]) -> str:

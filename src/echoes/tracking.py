@@ -114,7 +114,7 @@ class NullTracker:
     def log_file(self, path: str | Path) -> None:
         pass
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
+    def log_model(self, model: Any) -> None:
         pass
 
 
@@ -171,17 +171,19 @@ class MlflowTracker(NullTracker):
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+    def log_model(self, model: Any) -> None:
+        """The fitted model as an MLflow pyfunc model at ``runs:/ID/model``."""
+        from .serving import write_mlflow_model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = write_mlflow_model(model, Path(tmp) / "model")
+            self.client.log_artifacts(self.run_id, str(folder), "model")
 
     def log_dict(self, data: Any, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             if name.endswith((".yaml", ".yml")):
                 path.write_text(yaml.safe_dump(data, sort_keys=False))
-            elif name.endswith(".csv"):
-                np.savetxt(path, np.asarray(data), fmt="%d", delimiter=",")
             else:
                 path.write_text(json.dumps(data, indent=2, default=str))
             self.client.log_artifact(self.run_id, str(path))
@@ -245,8 +247,8 @@ class TensorBoardTracker(NullTracker):
     def log_file(self, path: str | Path) -> None:
         self.inner.log_file(path)
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        self.inner.set_tags(tags)
+    def log_model(self, model: Any) -> None:
+        self.inner.log_model(model)
 
 
 def tracker(cfg: TrackingConfig, run_name: str, tags: dict[str, Any] | None = None,

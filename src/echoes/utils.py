@@ -1,10 +1,12 @@
-"""Small shared mechanics: seeding, device choice, progress bars."""
+"""Small shared mechanics: seeding, device choice, progress bars, atomic files, config lookup."""
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -42,3 +44,49 @@ def progress(iterable: Iterable[T], **kwargs: Any) -> Iterable[T]:
     """A tqdm bar that stays quiet when stderr/stdout is not a terminal (logs, CI)."""
     return tqdm(iterable, disable=not (sys.stdout.isatty() and sys.stderr.isatty()), leave=False,
                 dynamic_ncols=True, **kwargs)
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> Path:
+    """Write a file so that readers see the old or the new content, never half of it.
+
+    The temporary file sits beside the target (same file system, so the rename is atomic)
+    and is removed if writing fails."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def cache_dir() -> Path:
+    """Where derived data (feature caches) lives: ``$XDG_CACHE_HOME/echoes`` or ``~/.cache/echoes``."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "echoes"
+
+
+CONFIG_KINDS = ("suites", "sweeps")
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def find_config(kind: str, name: str) -> Path:
+    """A suite or sweep file: a path as given, else ``NAME`` in ``./configs/<kind>/``, else the one
+    shipped inside the package (``echoes/configs/<kind>/NAME.yaml``). Returns the given path when
+    nothing matches, so the caller's "not found" names what the user typed."""
+    given = Path(name)
+    if given.exists() or given.suffix:
+        return given
+    for folder in (Path("configs") / kind, PACKAGED_CONFIGS / kind):
+        candidate = folder / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    return given
+
+
+def packaged_configs(kind: str) -> list[str]:
+    """Names of the suites or sweeps that ship with echoes."""
+    return sorted(p.stem for p in (PACKAGED_CONFIGS / kind).glob("*.yaml"))

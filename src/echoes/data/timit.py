@@ -17,14 +17,15 @@ speakers. Features are computed once and cached (``data.cache_dir``).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .. import utils
 from ..errors import EchoesError, SkippedFileWarning
 from ..utils import progress
 from . import SourceData, register_source
@@ -155,10 +156,6 @@ def _cache_key(utts: list[Utterance], cfg: MfccConfig) -> str:
     return h.hexdigest()[:16]
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "echoes"
-
-
 def load_features(root: Path, cache_dir: Path, cfg: MfccConfig = DEFAULT_MFCC) -> dict[str, np.ndarray]:
     """Features and 61-phone frame labels of every utterance, from the cache or computed once."""
     from .speech.sphere import read_audio
@@ -197,9 +194,9 @@ def load_features(root: Path, cache_dir: Path, cfg: MfccConfig = DEFAULT_MFCC) -
         "uid": np.array([u.uid for u in keep]), "skipped": np.array(skipped, dtype=str),
     }
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **out)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **out)
+    utils.atomic_write(path, buffer.getvalue())
     out["cache"] = np.array(str(path))
     return out
 
@@ -211,7 +208,7 @@ def timit(name: str, *, seed: int = 0, phones: int = 39, test_set: str = "core",
     if test_set not in ("core", "full"):
         raise EchoesError(f"timit: data.test_set must be core or full, got '{test_set}'")
     root = Path(name).expanduser()
-    data = load_features(root, Path(cache_dir) if cache_dir else default_cache_dir())
+    data = load_features(root, Path(cache_dir) if cache_dir else utils.cache_dir())
     to_class, classes = fold_map(phones)
     x, y, off = data["x"], to_class[data["y61"].astype(np.int64)], data["offsets"]
     split, speaker = data["split"], data["speaker"]

@@ -33,7 +33,6 @@ run's ``skipped_files`` metric.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sys
 import warnings
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import utils
 from ..errors import EchoesError, SkippedFileWarning
 from . import SourceData, register_source
 from .sequences import Sequences
@@ -109,10 +109,6 @@ def read_split(root: Path, split: int) -> tuple[list[str], dict[str, list[Clip]]
     return classes, out
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "echoes"
-
-
 def _sequences(cached: CachedSplit, raw: bool) -> tuple[Sequences, np.ndarray]:
     """A cached split as Sequences (readable clips only) and their groups.
 
@@ -172,7 +168,7 @@ def ucf101(
     variant = f"split{split}-{features}-{weights}-{frames}x{size}-{sampling}"
     if segments:
         variant += f"-seed{seed}"
-    base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    base = Path(cache_dir).expanduser() if cache_dir else utils.cache_dir()
     folder = base / "ucf101" / dataset / variant
     if not (folder / "manifest.json").exists():
         total = sum(len(c) for c in splits.values())

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import EchoesError
+from ...utils import atomic_write
 
 HEADER_BYTES = 1024
 
@@ -37,10 +38,7 @@ def write_sphere(path: str | Path, samples: np.ndarray, sample_rate: int = 16000
     ]
     header = ("NIST_1A\n   1024\n" + "\n".join(fields) + "\n").encode("ascii")
     header = header.ljust(HEADER_BYTES, b" ")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(header + pcm.tobytes())
-    tmp.replace(path)
+    atomic_write(path, header + pcm.tobytes())
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...utils import progress
+from ...utils import atomic_write, progress
 from .decode import UnreadableVideo, decode_clip
 
 FORMAT_VERSION = 1
@@ -100,9 +100,7 @@ def fingerprint(splits: dict[str, list[Clip]]) -> str:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(data, indent=1))
 
 
 def _read_json(path: Path) -> Any:

@@ -1,0 +1,230 @@
+"""One experiment run: the names of what it measures, its result, and the function that runs it.
+
+Everything above (api, suite, sweep, report, cli) reads a run through :class:`RunResult` and
+the name constants below — never through string keys of its own — and this module imports
+nothing above it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from .config import ExperimentConfig
+from .data import Dataset, load_dataset
+from .learners import EpochCallback, FitResult, create_learner
+from .metrics import PeakMemory, Predictions, convergence_epoch, predict
+from .model import Model, build_model
+from .models import MODELS, SequenceModel
+from .tracking import git_commit, tracker
+from .utils import resolve_device, seed_everything
+
+
+class Metric(StrEnum):
+    """Numbers every run reports (MLflow metric names; CSV/JSON columns)."""
+
+    TEST_ACCURACY = "test_accuracy"
+    TEST_TOP5 = "test_top5"
+    TEST_LOSS = "test_loss"
+    TEST_ERROR_RATE = "test_error_rate"  # framewise tasks: 1 − frame accuracy
+    VAL_ACCURACY = "val_accuracy"
+    VAL_LOSS = "val_loss"
+    TRAIN_ACCURACY = "train_accuracy"
+    OVERFIT_GAP = "overfit_gap"  # train − val accuracy
+    TRAIN_SECONDS = "train_seconds"
+    TRAIN_SECONDS_PER_EPOCH = "train_seconds_per_epoch"
+    EPOCHS = "epochs"
+    BEST_EPOCH = "best_epoch"
+    CONVERGENCE_EPOCH = "convergence_epoch"
+    INFERENCE_SECONDS_PER_BATCH = "inference_seconds_per_batch"
+    INFERENCE_SECONDS_PER_SAMPLE = "inference_seconds_per_sample"
+    PEAK_MEMORY_MB = "peak_memory_mb"
+    TRAINABLE_PARAMS = "trainable_params"
+    TOTAL_PARAMS = "total_params"
+
+
+class Tag(StrEnum):
+    """What identifies a run (MLflow tags; the first columns of every table)."""
+
+    MODEL = "model"
+    LABEL = "label"  # the row name in comparisons: the model, "+learner" when not its default
+    LEARNER = "learner"
+    FAMILY = "family"
+    DATA = "data"
+    SEED = "seed"
+    GIT_COMMIT = "git_commit"
+    RUN_ID = "mlflow_run_id"
+    FRAMEWISE = "framewise"
+
+
+# Per-epoch curves are logged as "epoch/<name>" so the run's final metrics keep the plain names.
+EPOCH_PREFIX = "epoch/"
+MODEL_ARTIFACT = "model"  # the MLflow model logged by every tracked run (runs:/ID/model)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run gives back: who it was, what it measured, how it trained, the fitted model.
+
+    ``result[name]`` reads an identity field or a metric (``result[Metric.TEST_ACCURACY]``);
+    :meth:`row` is the flat record that tables, CSV and JSON hold."""
+
+    model_name: str
+    label: str
+    learner: str
+    family: str
+    data: str
+    seed: int
+    metrics: Mapping[str, Any]  # Metric names plus the learner's extras (ridge_alpha, ...)
+    history: tuple[Mapping[str, float], ...] = ()
+    class_names: tuple[str, ...] = ()
+    confusion_matrix: tuple[tuple[int, ...], ...] = ()
+    framewise: bool = False
+    run_id: str | None = None
+    config: ExperimentConfig | None = field(default=None, compare=False)
+    model: Model | None = field(default=None, compare=False, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        """Identity and metrics as one flat dict (non-finite numbers become None)."""
+        out: dict[str, Any] = {
+            Tag.DATA: self.data, Tag.LABEL: self.label, Tag.MODEL: self.model_name, Tag.LEARNER: self.learner,
+            Tag.FAMILY: self.family, Tag.SEED: self.seed, Tag.FRAMEWISE: self.framewise,
+        }
+        for k, v in self.metrics.items():
+            out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
+        out[Tag.RUN_ID] = self.run_id
+        return {str(k): v for k, v in out.items()}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.row()[str(key)]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.row().get(str(key), default)
+
+
+def load_data(cfg: ExperimentConfig | Any) -> Dataset:
+    """The dataset a config's ``data`` section names, split and standardised."""
+    d = cfg.data if isinstance(cfg, ExperimentConfig) else cfg
+    return load_dataset(d.source, val_fraction=d.val_fraction, standardize_features=d.standardize,
+                        seed=d.seed, **d.options())
+
+
+def run_label(cfg: ExperimentConfig, learner: str, default_learner: str) -> str:
+    if cfg.name:
+        return cfg.name
+    return cfg.model.name if learner == default_learner else f"{cfg.model.name}+{learner}"
+
+
+def check_experiment(cfg: ExperimentConfig) -> None:
+    """Fail fast on names that do not exist, before any run starts."""
+    from .data import parse_source
+    from .learners import LEARNERS
+
+    MODELS.get(cfg.model.name)
+    parse_source(cfg.data.source)
+    if cfg.learner.name is not None:
+        LEARNERS.get(cfg.learner.name)
+
+
+def _metrics(fit: FitResult, test: Predictions, val: Predictions, tr: Predictions, ds: Dataset,
+             train_seconds: float, memory_mb: float, model: SequenceModel) -> dict[str, Any]:
+    trainable, total = model.parameter_counts()
+    epochs = max(len(fit.history), 1)
+    val_curve = [h[Metric.VAL_ACCURACY] for h in fit.history if Metric.VAL_ACCURACY in h]
+    m: dict[str, Any] = {
+        Metric.TEST_ACCURACY: test.accuracy,
+        Metric.TEST_TOP5: test.top_k(5) if ds.num_classes > 5 else None,
+        Metric.TEST_LOSS: test.loss(),
+        Metric.VAL_ACCURACY: val.accuracy,
+        Metric.VAL_LOSS: val.loss(),
+        Metric.TRAIN_ACCURACY: tr.accuracy,
+        Metric.OVERFIT_GAP: tr.accuracy - val.accuracy,
+        Metric.TRAIN_SECONDS: train_seconds,
+        Metric.TRAIN_SECONDS_PER_EPOCH: train_seconds / epochs,
+        Metric.EPOCHS: len(fit.history),
+        Metric.BEST_EPOCH: fit.best_epoch,
+        Metric.INFERENCE_SECONDS_PER_BATCH: float(np.mean(test.batch_seconds)),
+        Metric.INFERENCE_SECONDS_PER_SAMPLE: float(np.sum(test.batch_seconds)) / max(test.num_sequences, 1),
+        Metric.PEAK_MEMORY_MB: memory_mb,
+        Metric.TRAINABLE_PARAMS: trainable,
+        Metric.TOTAL_PARAMS: total,
+        Metric.CONVERGENCE_EPOCH: convergence_epoch(val_curve),
+    }
+    if ds.framewise:
+        m[Metric.TEST_ERROR_RATE] = 1 - test.accuracy
+    m.update({k: v for k, v in fit.extra.items() if isinstance(v, int | float | str | bool)})
+    m.update({k: v for k, v in ds.info.items() if k.startswith("skipped")})
+    return {str(k): v for k, v in m.items()}
+
+
+def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics MLflow can hold: numbers, not flags or text."""
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    dataset: Dataset | None = None,
+    *,
+    on_epoch: EpochCallback | None = None,
+    parent_run_id: str | None = None,
+    experiment: str | None = None,
+    tags: dict[str, Any] | None = None,
+) -> RunResult:
+    """Train and evaluate one model on one dataset, track it, and return the result and fitted model.
+
+    ``on_epoch`` may raise :class:`~echoes.tracking.RunStopped` to end the run early on purpose
+    (a pruned sweep trial); ``tags`` are added to the run's own."""
+    device = resolve_device(cfg.train.device)
+    ds = dataset if dataset is not None else load_data(cfg)
+    seed_everything(cfg.seed)
+    module = build_model(cfg, ds.num_features, ds.num_classes, ds.framewise)
+    learner_name = cfg.learner.name or module.default_learner
+    learner = create_learner(learner_name, **cfg.learner.options())
+    label = run_label(cfg, learner_name, module.default_learner)
+    run_tags = {
+        Tag.MODEL: cfg.model.name, Tag.FAMILY: module.family, Tag.LEARNER: learner_name,
+        Tag.DATA: cfg.data.source, Tag.SEED: cfg.seed, Tag.LABEL: label, Tag.GIT_COMMIT: git_commit(),
+        **(tags or {}),
+    }
+    with tracker(cfg.tracking, f"{label} · {cfg.data.source} · seed {cfg.seed}", run_tags,
+                 parent_run_id, experiment) as run:
+        run.log_params({**cfg.flat(), "learner.resolved": learner_name, "data.num_train": len(ds.train),
+                        "data.num_classes": ds.num_classes, "data.num_features": ds.num_features})
+
+        def epoch_done(epoch: int, metrics: dict[str, float]) -> None:
+            run.log_metrics({f"{EPOCH_PREFIX}{k}": v for k, v in metrics.items()}, step=epoch)
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+
+        seed_everything(cfg.seed)
+        with PeakMemory(device) as memory:
+            t0 = time.perf_counter()
+            fit = learner.fit(module, ds, cfg.train, device=device, seed=cfg.seed, on_epoch=epoch_done)
+            train_seconds = time.perf_counter() - t0
+
+        batch = cfg.train.eval_batch_size
+        test = predict(module, ds.test, batch, device)
+        val = predict(module, ds.val, batch, device)
+        tr = predict(module, ds.train, batch, device)
+        metrics = _metrics(fit, test, val, tr, ds, train_seconds, memory.megabytes, module)
+        run.log_metrics(numeric(metrics))
+        cm = test.confusion(ds.num_classes)
+        run.log_dict(cfg.model_dump(), "config.yaml")
+        run.log_dict({"classes": ds.class_names, "matrix": cm.tolist()}, "confusion_matrix.json")
+        fitted = Model.from_training(module.cpu(), cfg, ds)
+        if cfg.tracking.log_weights:
+            run.log_model(fitted)
+    return RunResult(
+        model_name=cfg.model.name, label=label, learner=learner_name, family=module.family,
+        data=cfg.data.source, seed=cfg.seed, metrics=metrics,
+        history=tuple(dict(h) for h in fit.history), class_names=tuple(ds.class_names),
+        confusion_matrix=tuple(tuple(int(v) for v in row) for row in cm), framewise=ds.framewise,
+        run_id=run.run_id, config=cfg, model=fitted,
+    )

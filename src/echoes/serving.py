@@ -1,0 +1,80 @@
+"""An echoes model as an MLflow ``pyfunc``, so ``mlflow models serve -m runs:/ID/model`` answers requests.
+
+Request (``POST /invocations``): ``{"inputs": {"x": [[[...]]], "lengths": [...]}}`` — ``x`` is
+(N, T, F), zero-padded; ``lengths`` gives each sequence's valid steps. Response: one record per
+sequence with ``label``, ``probability`` and the probability of every class.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+from . import __version__
+
+ARTIFACT = "echoes"  # the saved echoes model inside the MLflow model folder
+
+
+# MLflow advises type hints on predict; the signature gives the schema instead (hints would replace it)
+warnings.filterwarnings("ignore", message=".*type hints.*predict", category=UserWarning)
+
+
+class EchoesPyfunc(PythonModel):
+    """Loads the saved echoes model from the MLflow model's artifacts; predicts on padded arrays."""
+
+    def load_context(self, context: Any) -> None:
+        from .model import Model
+
+        self.model = Model.load(context.artifacts[ARTIFACT])
+
+    # no type hints here: MLflow would read them as an input schema (the signature gives it)
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201, ARG002
+        import pandas as pd
+
+        x = np.asarray(model_input["x"], dtype=np.float32)
+        lengths = model_input.get("lengths") if isinstance(model_input, dict) else None
+        proba = self.model.predict_proba(x, None if lengths is None else np.asarray(lengths, np.int64))
+        names = self.model.class_names
+        if self.model.framewise:  # one list per sequence: a label and a probability per frame
+            return pd.DataFrame({"label": [[names[i] for i in p.argmax(1)] for p in proba],
+                                 "probability": [p.max(1).tolist() for p in proba]})
+        frame = pd.DataFrame(proba, columns=[f"p_{n}" for n in names])
+        frame.insert(0, "probability", proba.max(1))
+        frame.insert(0, "label", np.asarray(names)[proba.argmax(1)])
+        return frame
+
+
+def signature(input_size: int) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([
+        TensorSpec(np.dtype(np.float32), (-1, -1, input_size), "x"),
+        TensorSpec(np.dtype(np.int64), (-1,), "lengths"),
+    ]))
+
+
+def write_mlflow_model(model: Any, folder: Path) -> Path:
+    """An MLflow model folder (MLmodel + the saved echoes model) for ``model``, ready to log."""
+    import logging
+    import warnings
+
+    import mlflow.pyfunc
+
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # "no input example" advice on every run
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        saved = model.save(Path(tmp) / ARTIFACT)
+        mlflow.pyfunc.save_model(
+            str(folder), python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+            artifacts={ARTIFACT: str(saved)},
+            signature=signature(model.input_size),
+            # listed, not inferred: inference imports the model in a subprocess (seconds per run)
+            pip_requirements=[f"echoes=={__version__}", "torch", "numpy", "pandas"],
+        )
+    return folder
