@@ -48,10 +48,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         _write_json(args.json, r.row())
 
 
-def cmd_compare(args: argparse.Namespace) -> None:
+def cmd_compare(args: argparse.Namespace) -> int:
     from .api import compare
+    from .utils import MissingExtra
 
-    summary = compare(args.suite, args.overrides, out_dir=args.out)
+    summary = compare(args.suite, args.overrides, out_dir=args.out, workers=args.workers, fresh=args.fresh)
     print()
     print(summary["table"])
     print(f"\nresults in {summary['out_dir']} (runs.csv, runs.json, summary.json)")
@@ -60,11 +61,21 @@ def cmd_compare(args: argparse.Namespace) -> None:
         from .report import write_report
 
         uri = summary.get("tracking_uri")
-        page = write_report(Path(summary["out_dir"]) / "report", uri=uri, experiments=[summary["experiment"]],
-                            run_ids=run_ids)
-        print(f"report: {page}")
+        try:
+            page = write_report(Path(summary["out_dir"]) / "report", uri=uri, experiments=[summary["experiment"]],
+                                run_ids=run_ids)
+            print(f"report: {page}")
+        except MissingExtra as e:  # a core install: the results stand without the report
+            print(f"no report: {e}")
     if args.json:
         _write_json(args.json, summary)
+    failures = summary["failures"]
+    if failures:
+        print(f"\n{len(failures)} run(s) failed (run the same command again to retry them):", file=sys.stderr)
+        for f in failures:
+            print(f"  {f['label']} · {f['data']} · seed {f['seed']}: {f['error']}"
+                  + (f"  (traceback: {f['log']})" if f.get("log") else ""), file=sys.stderr)
+    return 1 if failures else 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -179,15 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("compare", help="run a suite of models × datasets × seeds and print the table")
-    c.add_argument("suite", nargs="?", help="suite YAML (default: configs/suites/quick.yaml)")
+    c.add_argument("suite", nargs="?", help="suite YAML or a packaged suite name: quick (default), video-quick, phones")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0] train.epochs=5")
     c.add_argument("--json", metavar="OUT", help="write the summary to this JSON file")
-    c.add_argument("--out", metavar="DIR", help="folder for runs.csv / runs.json (default: under results_dir)")
+    c.add_argument("--out", metavar="DIR",
+                   help="folder for runs.csv / runs.json (default: results_dir/compare/<suite>-<hash of its runs>)")
+    c.add_argument("--workers", type=int, default=1, metavar="N", help="runs in N parallel processes")
+    c.add_argument("--fresh", action="store_true", help="start over in a new folder instead of resuming")
     c.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report at the end")
     c.set_defaults(func=cmd_compare)
 
     w = sub.add_parser("sweep", help="search hyperparameters with Optuna (resumes when run again)")
-    w.add_argument("sweep", help="sweep YAML, or a name in configs/sweeps/")
+    w.add_argument("sweep", help="sweep YAML, or a packaged sweep name: esn_tpe, transformer_regularization")
     w.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="sweep keys (trials=50, storage=URL) or base experiment keys (train.epochs=5)")
     w.add_argument("--workers", type=int, default=1, metavar="N", help="local worker processes on one study")
@@ -251,14 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _split_suite_arg(args)
     try:
-        args.func(args)
+        code = args.func(args)
     except EchoesError as e:
         print(f"echoes: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("echoes: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import yaml
 
 from .config import TrackingConfig
 from .errors import EchoesError
+from .utils import require
 
 _ready: set[str] = set()
 
@@ -205,6 +206,7 @@ class TensorBoardTracker(NullTracker):
         self.final: dict[str, float] = {}
 
     def __enter__(self) -> TensorBoardTracker:
+        require("tensorboard", "tensorboard")  # torch.utils.tensorboard needs it
         from torch.utils.tensorboard import SummaryWriter
 
         self.inner.__enter__()

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..data.video.backbones import create_backbone, load_weights
 from ..errors import EchoesError
+from ..utils import require
 from . import create_model, register_model
 from .base import SequenceModel, step_mask
 
@@ -35,6 +36,7 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 def clip_augmentation() -> nn.Module:
     """The seed's training augmentations, for one clip ``[T, 3, H, W]`` in 0..1."""
+    require("torchvision", "video")
     from torchvision.transforms import v2
 
     return v2.Compose([
@@ -109,6 +111,7 @@ class R2Plus1D(ClipModel):
         if framewise:
             raise EchoesError("r2plus1d_18 gives one label per clip — it cannot do framewise tasks")
         super().__init__(input_size, num_classes, framewise, augment)
+        require("torchvision", "video")
         from torchvision.models import video
 
         if weights not in ("none", "kinetics400"):
