@@ -50,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .api import compare
-    from .utils import MissingExtra
+    from .utils import MissingExtra, require
 
     summary = compare(args.suite, args.overrides, out_dir=args.out, workers=args.workers, fresh=args.fresh)
     print()
@@ -58,10 +58,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"\nresults in {summary['out_dir']} (runs.csv, runs.json, summary.json)")
     run_ids = [r["mlflow_run_id"] for r in summary["runs"] if r.get("mlflow_run_id")]
     if run_ids and not args.no_report:
-        from .report import write_report
-
-        uri = summary.get("tracking_uri")
         try:
+            require("plotly", "report")
+            from .report import write_report
+
+            uri = summary.get("tracking_uri")
             page = write_report(Path(summary["out_dir"]) / "report", uri=uri, experiments=[summary["experiment"]],
                                 run_ids=run_ids)
             print(f"report: {page}")
