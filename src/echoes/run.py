@@ -132,15 +132,27 @@ def check_experiment(cfg: ExperimentConfig) -> None:
         LEARNERS.get(cfg.learner.name)
 
 
+def test_metrics(test: Predictions, num_classes: int, framewise: bool) -> dict[str, Any]:
+    """What a model's predictions on a labelled test set measure: accuracy, top-5, loss, inference time."""
+    m: dict[str, Any] = {
+        Metric.TEST_ACCURACY: test.accuracy,
+        Metric.TEST_TOP5: test.top_k(5) if num_classes > 5 else None,
+        Metric.TEST_LOSS: test.loss(),
+        Metric.INFERENCE_SECONDS_PER_BATCH: float(np.mean(test.batch_seconds)) if test.batch_seconds else None,
+        Metric.INFERENCE_SECONDS_PER_SAMPLE: float(np.sum(test.batch_seconds)) / max(test.num_sequences, 1),
+    }
+    if framewise:
+        m[Metric.TEST_ERROR_RATE] = 1 - test.accuracy  # frame error rate
+    return {str(k): v for k, v in m.items()}
+
+
 def _metrics(fit: FitResult, test: Predictions, val: Predictions, tr: Predictions, ds: Dataset,
              train_seconds: float, memory_mb: float, model: SequenceModel) -> dict[str, Any]:
     trainable, total = model.parameter_counts()
     epochs = max(len(fit.history), 1)
     val_curve = [h[Metric.VAL_ACCURACY] for h in fit.history if Metric.VAL_ACCURACY in h]
     m: dict[str, Any] = {
-        Metric.TEST_ACCURACY: test.accuracy,
-        Metric.TEST_TOP5: test.top_k(5) if ds.num_classes > 5 else None,
-        Metric.TEST_LOSS: test.loss(),
+        **test_metrics(test, ds.num_classes, ds.framewise),
         Metric.VAL_ACCURACY: val.accuracy,
         Metric.VAL_LOSS: val.loss(),
         Metric.TRAIN_ACCURACY: tr.accuracy,
@@ -149,15 +161,11 @@ def _metrics(fit: FitResult, test: Predictions, val: Predictions, tr: Prediction
         Metric.TRAIN_SECONDS_PER_EPOCH: train_seconds / epochs,
         Metric.EPOCHS: len(fit.history),
         Metric.BEST_EPOCH: fit.best_epoch,
-        Metric.INFERENCE_SECONDS_PER_BATCH: float(np.mean(test.batch_seconds)),
-        Metric.INFERENCE_SECONDS_PER_SAMPLE: float(np.sum(test.batch_seconds)) / max(test.num_sequences, 1),
         Metric.PEAK_MEMORY_MB: memory_mb,
         Metric.TRAINABLE_PARAMS: trainable,
         Metric.TOTAL_PARAMS: total,
         Metric.CONVERGENCE_EPOCH: convergence_epoch(val_curve),
     }
-    if ds.framewise:
-        m[Metric.TEST_ERROR_RATE] = 1 - test.accuracy
     m.update({k: v for k, v in fit.extra.items() if isinstance(v, int | float | str | bool)})
     m.update({k: v for k, v in ds.info.items() if k.startswith("skipped")})
     return {str(k): v for k, v in m.items()}

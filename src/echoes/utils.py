@@ -69,6 +69,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "echoes"
 
 
+def check_output(path: str | Path, suffixes: tuple[str, ...] = ()) -> Path:
+    """Fail now, not after the work, when an output file cannot be written where asked."""
+    p = Path(path)
+    if p.is_dir():
+        raise EchoesError(f"output '{path}' is a directory — give a file name")
+    if suffixes and p.suffix not in suffixes:
+        raise EchoesError(f"output '{path}' must end in {' or '.join(suffixes)}")
+    folder = next((d for d in (p.parent, *p.parent.parents) if d.exists()), Path("."))
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise EchoesError(f"output '{path}' is not writable — choose another path")
+    return p
+
+
 CONFIG_KINDS = ("suites", "sweeps")
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
