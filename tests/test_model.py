@@ -181,3 +181,19 @@ def test_mlflow_models_serve_answers_like_the_model(tracked_dir, model_name, opt
     assert [a["label"] for a in answer] == list(r.model.predict(arrays))
     served = np.array([[a[f"p_{c}"] for c in r.model.class_names] for a in answer])
     assert np.allclose(served, r.model.predict_proba(arrays), atol=1e-5)
+
+
+def _python_blocks(text: str, heading: str) -> str:
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(block.split("```", 1)[0] for block in section.split("```python\n")[1:])
+
+
+def test_readme_python_api_and_the_example_script_run(run_dir):
+    root = Path(__file__).resolve().parents[1]
+    code = _python_blocks((root / "README.md").read_text(), "Python API")
+    assert "load_model" in code and "predict" in code
+    exec(compile(code, "README.md#python-api", "exec"), {})
+    out = subprocess.run([sys.executable, str(root / "examples" / "quickstart.py")], capture_output=True,
+                         text=True, cwd=run_dir, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "same predictions" in out.stdout and (run_dir / "esn-basicmotions" / "weights.pt").is_file()
