@@ -22,8 +22,8 @@ from .learners import EpochCallback, FitResult, create_learner
 from .metrics import PeakMemory, Predictions, convergence_epoch, predict
 from .model import Model, build_model
 from .models import MODELS, SequenceModel
-from .tracking import git_commit, tracker
-from .utils import resolve_device, seed_everything
+from .tracking import tracker
+from .utils import git_commit, resolve_device, seed_everything
 
 
 class Metric(StrEnum):
@@ -65,7 +65,6 @@ class Tag(StrEnum):
 
 # Per-epoch curves are logged as "epoch/<name>" so the run's final metrics keep the plain names.
 EPOCH_PREFIX = "epoch/"
-MODEL_ARTIFACT = "model"  # the MLflow model logged by every tracked run (runs:/ID/model)
 
 
 @dataclass(frozen=True)
