@@ -266,6 +266,7 @@ def write_mlflow_model(model: Any, folder: Path) -> Path:
     import logging
     import warnings
 
+    _quiet_mlflow()
     import mlflow.pyfunc
 
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # "no input example" advice on every run
