@@ -137,6 +137,8 @@ def test_two_workers_give_the_results_of_one(tracked_dir, tiny_npz):
         for key in ("test_accuracy", "val_accuracy", "train_accuracy", "trainable_params"):
             assert a[key] == pytest.approx(b[key]), key
         assert a["mlflow_run_id"] is None and b["mlflow_run_id"]
+    again = compare(str(suite), out_dir="two", workers=2, **QUIET)  # all finished: nothing runs
+    assert again["runs"] == two["runs"]
 
 
 def test_compares_started_together_get_their_own_folders_and_a_rerun_finds_its_own(run_dir, tiny_npz):

@@ -367,7 +367,7 @@ def _init_worker(workers: int) -> None:
 def _outcomes(todo: list[tuple[int, ExperimentConfig, dict[str, str]]], experiment: str,
               workers: int) -> Iterator[Outcome]:
     """Outcomes as runs finish: here one after another, or in ``workers`` processes."""
-    if workers <= 1:
+    if workers <= 1 or len(todo) <= 1:
         for i, cfg, tags in todo:
             yield run_one(i, cfg, experiment, tags)
         return
