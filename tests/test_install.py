@@ -64,11 +64,16 @@ def test_a_missing_optional_package_names_its_extra(tmp_path, monkeypatch, block
     assert "\n" not in message
 
 
-def test_require_returns_the_module_and_tells_a_broken_install_from_a_missing_one(monkeypatch):
+def test_require_returns_the_module_and_tells_a_broken_install_from_a_missing_one(tmp_path, monkeypatch):
     assert require("json", "report").dumps([1]) == "[1]"
-    monkeypatch.setitem(sys.modules, "numpy.linalg", None)  # present, but one of its imports fails
-    with pytest.raises(MissingExtra, match=r"'scipy' is installed but does not import .*echoes\[sweep\]"):
-        require("scipy.linalg", "sweep")
+    (tmp_path / "halfinstalled").mkdir()
+    (tmp_path / "halfinstalled" / "__init__.py").write_text("import echoes_test_absent_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    broken = r"^sweeps: 'halfinstalled' is installed but does not import \(ModuleNotFoundError: "
+    with pytest.raises(MissingExtra, match=broken + r".*echoes_test_absent_dependency.*echoes\[sweep\]'$"):
+        require("halfinstalled", "sweep")
+    with pytest.raises(MissingExtra, match=r"^sweeps: 'echoes_test_absent' is not installed — "):
+        require("echoes_test_absent.sub", "sweep")
 
 
 # --- the built wheel, installed with the core dependencies only ---------------------------------------------------

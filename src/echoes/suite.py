@@ -317,7 +317,7 @@ def write_outputs(out: Path, suite: Suite, results: list[dict[str, Any]]) -> dic
 
 # --- running: one run, in this process or in a worker ------------------------------------------------------------
 
-_datasets: dict[str, Any] = {}  # per process: each dataset is loaded once (or fails once)
+_worker_datasets: dict[str, Any] = {}  # a worker process loads each dataset once (or fails once)
 
 
 @dataclass
@@ -328,22 +328,25 @@ class Outcome:
     loaded: str | None = None  # the dataset's description, when this run loaded it
 
 
-def run_one(index: int, cfg: ExperimentConfig, experiment: str, tags: dict[str, str]) -> Outcome:
-    """Run one experiment of a suite; any error becomes a failed row with its one-line reason."""
+def run_one(index: int, cfg: ExperimentConfig, experiment: str, tags: dict[str, str],
+            datasets: dict[str, Any] | None = None) -> Outcome:
+    """Run one experiment of a suite, loading its dataset into ``datasets`` (default: this worker's) unless
+    there already; any error becomes a failed row with its one-line reason."""
     from .run import load_data, run_experiment
 
+    datasets = _worker_datasets if datasets is None else datasets
     loaded = None
     try:
         key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True, default=str)
-        if key not in _datasets:
+        if key not in datasets:
             try:
-                _datasets[key] = load_data(cfg)
-                loaded = _datasets[key].describe()
+                datasets[key] = load_data(cfg)
+                loaded = datasets[key].describe()
             except Exception as e:
-                _datasets[key] = e  # the other runs on this source fail the same way, without reloading
-        if isinstance(_datasets[key], Exception):
-            raise _datasets[key]
-        result = run_experiment(cfg, _datasets[key], experiment=experiment, tags=tags)
+                datasets[key] = e  # the other runs on this source fail the same way, without reloading
+        if isinstance(datasets[key], Exception):
+            raise datasets[key]
+        result = run_experiment(cfg, datasets[key], experiment=experiment, tags=tags)
         return Outcome(index, {**result.row(), STATUS: FINISHED}, loaded=loaded)
     except EchoesError as e:
         return Outcome(index, _failed_row(cfg, str(e)), loaded=loaded)
@@ -368,8 +371,9 @@ def _outcomes(todo: list[tuple[int, ExperimentConfig, dict[str, str]]], experime
               workers: int) -> Iterator[Outcome]:
     """Outcomes as runs finish: here one after another, or in ``workers`` processes."""
     if workers <= 1 or len(todo) <= 1:
+        datasets: dict[str, Any] = {}  # this compare's: a later one in this process reads the files again
         for i, cfg, tags in todo:
-            yield run_one(i, cfg, experiment, tags)
+            yield run_one(i, cfg, experiment, tags, datasets)
         return
     # spawn, not fork: a forked child of a process that has used torch's thread pools can hang
     pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
