@@ -321,10 +321,10 @@ def describe_field(f: FieldInfo) -> str:
 
 def docstring_meanings(doc: str) -> dict[str, str]:
     """``name``: meaning — the first clause after each option named in a docstring."""
-    text = " ".join(doc.split())
+    text = " ".join(doc.split()).replace("``", "`")
     out: dict[str, str] = {}
-    for m in re.finditer(r"``(\w+)``\s*[:—]\s*(.+?)(?=[.;]\s|[.;]?$)", text):
-        out.setdefault(m.group(1), m.group(2)[:100])
+    for m in re.finditer(r"`(\w+)`\s*[:—]\s*(.+?)(?=[.;]\s|[.;]?$)", text):
+        out.setdefault(m.group(1), m.group(2).replace("`", "")[:100])
     return out
 
 
