@@ -42,11 +42,20 @@ def create_model(
     return model
 
 
-def default_learner(name: str) -> str:
-    """The learner a registered model trains with unless told otherwise (read without building it)."""
+def model_class(name: str) -> type[SequenceModel] | None:
+    """The class a registered builder makes (its return annotation), read without building; None if unsaid."""
     builder = MODELS.get(name)
-    cls = builder if isinstance(builder, type) else typing.get_type_hints(builder).get("return")
-    return cls.default_learner if isinstance(cls, type) and issubclass(cls, SequenceModel) else "gradient"
+    try:
+        cls = builder if isinstance(builder, type) else typing.get_type_hints(builder).get("return")
+    except Exception:  # an annotation that cannot be resolved
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, SequenceModel) else None
+
+
+def default_learner(name: str) -> str:
+    """The learner a registered model trains with unless told otherwise."""
+    cls = model_class(name)
+    return cls.default_learner if cls is not None else SequenceModel.default_learner
 
 
 def list_models() -> list[tuple[str, str]]:
@@ -55,4 +64,4 @@ def list_models() -> list[tuple[str, str]]:
 
 
 __all__ = ["MODELS", "Options", "SequenceModel", "create_model", "default_learner", "last_step", "list_models",
-           "register_model"]
+           "model_class", "register_model"]
