@@ -185,7 +185,7 @@ def test_trainable_params_are_the_parameters_that_change_in_training(name):
     changed = {k for k in weights if not torch.equal(before[k], after[k])}
     trainable = {k for k, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
     assert changed == trainable, f"{name}: {sorted(changed ^ trainable)} changed but not trainable, or the reverse"
-    assert model.parameter_counts()[0] == sum(after[k].numel() for k in changed)
+    assert model.parameter_counts()[0] == sum(p.numel() for k, p in model.named_parameters() if k in changed)
 
 
 # --- learners ------------------------------------------------------------------------------
