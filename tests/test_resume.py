@@ -99,7 +99,8 @@ def test_sigkilled_run_resumes_to_the_same_end_in_the_same_mlflow_run(tracked_di
     assert resumed["mlflow_run_id"] == killed.info.run_id  # the same MLflow run, reopened
     assert _without_timing(resumed) == _without_timing(whole)
     assert resumed[Metric.EPOCHS] == epochs
-    w1, w2 = (torch.load(tracked_dir / d / "weights.pt", weights_only=True) for d in ("whole-model", "resumed-model"))
+    w1, w2 = (torch.load(tracked_dir / d / "weights.pt", weights_only=True)["module"]
+              for d in ("whole-model", "resumed-model"))
     assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
 
     run = client.get_run(killed.info.run_id)
