@@ -18,8 +18,9 @@ from echoes.cli import main
 from echoes.config import load_config
 from echoes.run import Metric, checkpoints, run_experiment
 
-TIMING = {"epoch_seconds", Metric.TRAIN_SECONDS, Metric.TRAIN_SECONDS_PER_EPOCH, Metric.INFERENCE_SECONDS_PER_BATCH,
-          Metric.INFERENCE_SECONDS_PER_SAMPLE, Metric.PEAK_MEMORY_MB, Metric.RESUMED_FROM_EPOCH, "mlflow_run_id"}
+TIMING = {"epoch_seconds", Metric.TRAIN_SECONDS, Metric.BUILD_SECONDS, Metric.TRAIN_SECONDS_PER_EPOCH,
+          Metric.INFERENCE_SECONDS_PER_BATCH, Metric.INFERENCE_SECONDS_PER_SAMPLE, Metric.PEAK_MEMORY_MB,
+          Metric.RESUMED_FROM_EPOCH, "mlflow_run_id"}
 
 
 def _without_timing(d: dict) -> dict:
