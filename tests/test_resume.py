@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import echoes
 from echoes.api import train
 from echoes.cli import main
 from echoes.config import load_config
@@ -47,17 +48,18 @@ def one_thread():
     """Bit-equal results across processes need the same number of threads in each."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(Path(
-        __file__).parents[1] / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    src = str(Path(echoes.__file__).parents[1])  # the subprocess runs the same code as this one
+    yield {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     torch.set_num_threads(before)
 
 
-def _wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+def _wait_for(predicate, what: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc.poll() is not None:
             raise AssertionError(f"the training process ended (rc {proc.returncode}) before {what}: "
-                                 f"{proc.stderr.read()[-2000:]}")
+                                 f"{log.read_text()[-2000:]}")
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.005)
 
@@ -72,17 +74,18 @@ def test_sigkilled_run_resumes_to_the_same_end_in_the_same_mlflow_run(tracked_di
             "train.batch_size=16", "train.lr=0.01", "train.schedule=cosine", "train.restart_epochs=3",
             "model.dropout=0.2", "train.patience=null", "tracking.log_weights=false", f"tracking.uri={uri}"]
 
-    proc = subprocess.Popen([sys.executable, "-m", "echoes", "train", *args], cwd=tracked_dir, env=one_thread,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tracked_dir / "killed.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "echoes", "train", *args], cwd=tracked_dir, env=one_thread,
+                                stdout=subprocess.DEVNULL, stderr=err)
     folder = tracked_dir / "echoes-runs" / "checkpoints"
     try:
-        _wait_for(lambda: any(folder.glob("*/epoch-*.pt")), "the first checkpoint", proc)
+        _wait_for(lambda: any(folder.glob("*/epoch-*.pt")), "the first checkpoint", proc, log)
         proc.send_signal(signal.SIGKILL)  # during epoch 2 (at the latest, the last one)
     finally:
         proc.kill()
         proc.wait()
-    (ckpt,) = folder.glob("*/epoch-*.pt")
-    killed_at = int(ckpt.stem.split("-")[1])
+    killed_at = max(int(p.stem.split("-")[1]) for p in folder.glob("*/epoch-*.pt"))
     assert 1 <= killed_at < epochs
     client = MlflowClient(uri)
     (killed,) = client.search_runs([client.get_experiment_by_name("echoes").experiment_id])
