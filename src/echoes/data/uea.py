@@ -30,7 +30,10 @@ def bundled() -> list[str]:
 
 @register_source("uea", examples=bundled)
 def uea(name: str, *, seed: int = 0, extract_path: str | None = None) -> SourceData:  # noqa: ARG001
-    """UEA/UCR time-series classification archive via aeon (bundled sets work offline)."""
+    """UEA/UCR time-series classification archive via aeon (bundled sets work offline).
+
+    ``extract_path``: folder to download other archive sets into (null: aeon's default).
+    """
     require("aeon", "uea")
     from aeon.datasets import load_classification
 
