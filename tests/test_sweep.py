@@ -21,7 +21,7 @@ from echoes.models import MODELS, register_model
 from echoes.models.base import SequenceModel
 from echoes.sweep import attempt, load_sweep, lost_reason, make_storage, open_study, retry_of, run_sweep
 from echoes.sweep.liveness import STALE, fail_stale, worker_storage
-from echoes.sweep.optuna_parts import HEARTBEAT, load_study
+from echoes.sweep.optuna_parts import HEARTBEAT
 from echoes.sweep.trials import claim
 
 BASE = {"model": {"name": "gru", "hidden_size": 8},
@@ -194,7 +194,7 @@ def test_a_trial_silent_for_two_heartbeats_is_failed_and_retried(run_dir, tiny_n
     store.record_heartbeat(ids[0])
     time.sleep(3.2)  # over two heartbeat intervals (SQLite keeps whole seconds) without a beat from the first
     store.record_heartbeat(ids[1])
-    fail_stale(load_study(sweep, store))
+    fail_stale(sweep.load_study(store))
     trials = _trials(sweep)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
     assert lost_reason(trials[0]) == STALE and lost_reason(trials[1]) is None

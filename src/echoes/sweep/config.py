@@ -105,6 +105,14 @@ class Sweep:
             set_dotted(raw, key, value)
         return build_config(raw)
 
+    def load_study(self, storage: Any, seed: int = 0) -> Any:
+        """The Optuna study, with a fresh sampler seeded by `seed` (a trial's number: reproducible,
+        and parallel workers do not propose the same point)."""
+        import optuna
+
+        return optuna.load_study(study_name=self.name, storage=storage,
+                                 sampler=make_sampler(self.cfg.sampler, seed), pruner=make_pruner(self.cfg.pruning))
+
     def mlflow(self) -> tuple[Any, str] | None:
         """(MlflowClient, tracking URI) of the store the trials go to; None when tracking is off."""
         tracking = self.base_config.tracking
@@ -254,5 +262,5 @@ def _check_sweep(sweep: Sweep) -> None:
                            {k: _first_value(d) for k, d in sweep.distributions.items()})
     check_experiment(cfg)
     check_kwargs(MODELS.get(cfg.model.name), cfg.model.options(), f"model '{cfg.model.name}'")
-    make_sampler(sweep, 0)
-    make_pruner(sweep)
+    make_sampler(sweep.cfg.sampler, 0)
+    make_pruner(sweep.cfg.pruning)

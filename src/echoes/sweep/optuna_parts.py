@@ -10,40 +10,37 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import EchoesError
 from ..registry import check_kwargs
-
-if TYPE_CHECKING:
-    from .config import Sweep
 
 StaleCallback = Callable[[Any, Any], None]  # (study, failed FrozenTrial), as Optuna calls it
 HEARTBEAT = "echoes:heartbeat"  # journal storage: a running trial's last heartbeat (a system attr)
 
 
-def make_sampler(sweep: Sweep, seed: int) -> Any:
-    """A fresh sampler per trial, seeded by the trial number: reproducible, and parallel
-    workers do not propose the same point."""
+def make_sampler(spec: str | dict[str, Any], seed: int) -> Any:
+    """A sampler from a sweep's ``sampler:`` (a name, or a name with options), seeded."""
     import optuna
 
-    options = {} if isinstance(sweep.cfg.sampler, str) else {
-        k: v for k, v in sweep.cfg.sampler.items() if k != "name"}
-    if sweep.sampler_name == "grid":  # every grid trial's parameters are fixed when enqueued
+    name = spec if isinstance(spec, str) else spec.get("name", "")
+    options = {} if isinstance(spec, str) else {k: v for k, v in spec.items() if k != "name"}
+    if name == "grid":  # every grid trial's parameters are fixed when enqueued
         return optuna.samplers.RandomSampler(seed=seed)
-    cls = {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler}[sweep.sampler_name]
-    if sweep.sampler_name == "tpe":
+    cls = {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler}[name]
+    if name == "tpe":
         options = {"constant_liar": True, **options}  # running trials count as pending, not unknown
-    check_kwargs(cls, {**options, "seed": seed}, f"sampler '{sweep.sampler_name}'")
+    check_kwargs(cls, {**options, "seed": seed}, f"sampler '{name}'")
     return cls(seed=seed, **options)
 
 
-def make_pruner(sweep: Sweep) -> Any:
+def make_pruner(pruning: bool | dict[str, Any]) -> Any:
+    """Median pruning on the per-epoch objective (``true`` or MedianPruner options), or none."""
     import optuna
 
-    if sweep.cfg.pruning is False:
+    if pruning is False:
         return optuna.pruners.NopPruner()
-    options = {} if sweep.cfg.pruning is True else dict(sweep.cfg.pruning)
+    options = {} if pruning is True else dict(pruning)
     check_kwargs(optuna.pruners.MedianPruner, options, "pruning")
     return optuna.pruners.MedianPruner(**options)
 
@@ -118,13 +115,6 @@ def _last_beat(t: Any, now: float) -> float:
     if beat is not None:
         return float(beat)
     return t.datetime_start.timestamp() if t.datetime_start else now
-
-
-def load_study(sweep: Sweep, storage: Any, seed: int = 0) -> Any:
-    import optuna
-
-    return optuna.load_study(study_name=sweep.name, storage=storage,
-                             sampler=make_sampler(sweep, seed), pruner=make_pruner(sweep))
 
 
 def suggest(trial: Any, key: str, d: Any) -> Any:

@@ -15,7 +15,7 @@ from ..run import Metric, Tag
 from ..utils import atomic_write
 from .config import PARENT_RUN, Sweep, SweepTag
 from .liveness import ERROR, attempt, counts, lost_reason, retry_of, slot
-from .optuna_parts import load_study, make_storage
+from .optuna_parts import make_storage
 
 CSV_ATTRS = (Metric.TEST_ACCURACY, Metric.TRAIN_SECONDS, Tag.RUN_ID)  # trial user attrs, as columns
 
@@ -32,7 +32,7 @@ def finish(sweep: Sweep) -> dict[str, Any]:
     """Write trials.csv and best.yaml beside the study, log them to the parent run, summarise."""
     from optuna.trial import TrialState
 
-    study = load_study(sweep, make_storage(sweep.storage_url))
+    study = sweep.load_study(make_storage(sweep.storage_url))
     trials = study.get_trials(deepcopy=False)
     c = counts(trials, sweep.budget)
     folder = sweep.folder
@@ -86,7 +86,7 @@ def check_not_all_failed(sweep: Sweep, summary: dict[str, Any]) -> None:
     c = summary["counts"]
     if c["complete"] + c["pruned"] or c["running"] + c["waiting"] or not c["failed"] + c["lost"]:
         return
-    trials = load_study(sweep, make_storage(sweep.storage_url)).get_trials(deepcopy=False)
+    trials = sweep.load_study(make_storage(sweep.storage_url)).get_trials(deepcopy=False)
     first = next(t for t in trials if t.state == TrialState.FAIL)
     why = str(first.user_attrs.get(ERROR) or lost_reason(first)).splitlines()[0]
     raise EchoesError(f"sweep '{sweep.name}': all {c['failed'] + c['lost']} trials failed, the first (trial "

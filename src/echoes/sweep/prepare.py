@@ -15,7 +15,7 @@ import yaml
 from ..errors import EchoesError
 from .config import PARENT_RUN, SPACE_ARTIFACT, Sweep, SweepTag
 from .liveness import SLOT, Echo, counts, lost_reason, retry, slot
-from .optuna_parts import load_study, make_storage
+from .optuna_parts import make_storage
 
 SPEC = "echoes.spec"  # study user attr: what makes two runs of a sweep the same study
 
@@ -61,7 +61,7 @@ def open_study(sweep: Sweep, echo: Echo = print) -> Any:
             resumed = False
         except optuna.exceptions.DuplicatedStudyError:
             resumed = True
-        study = load_study(sweep, storage)
+        study = sweep.load_study(storage)
         if study.direction.name.lower() != sweep.cfg.direction:
             raise EchoesError(f"sweep '{sweep.name}' exists in {sweep.storage_url} with direction "
                               f"{study.direction.name.lower()} — keep it, or give this sweep another name")

@@ -13,7 +13,7 @@ from ..run import Metric, RunResult, Tag, load_data, run_experiment
 from ..tracking import RunStopped
 from .config import PARENT_RUN, Sweep, SweepTag
 from .liveness import ERROR, LOST, Echo, beating, counts, fail_stale, retry, slot, worker_storage
-from .optuna_parts import load_study, suggest
+from .optuna_parts import suggest
 from .outputs import params_text
 
 POLL_SECONDS = 1.0  # how often an idle worker looks for stale trials while others run
@@ -108,7 +108,7 @@ def run_trial(sweep: Sweep, storage: Any, frozen: Any, datasets: dict[str, Any],
     """Run one claimed trial while it beats; tell Optuna the outcome; print a progress line."""
     import optuna
 
-    study = load_study(sweep, storage, seed=sweep.base_config.seed * 100_003 + frozen.number)
+    study = sweep.load_study(storage, seed=sweep.base_config.seed * 100_003 + frozen.number)
     study_id = storage.get_study_id_from_name(sweep.name)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
     with beating(storage, trial_id):
@@ -135,7 +135,7 @@ def work(sweep: Sweep, echo: Echo = print) -> None:
     study_id = storage.get_study_id_from_name(sweep.name)
     datasets: dict[str, Any] = {}
     while True:
-        fail_stale(load_study(sweep, storage))
+        fail_stale(sweep.load_study(storage))
         frozen = claim(sweep, storage)
         if frozen is not None:
             run_trial(sweep, storage, frozen, datasets, echo)
