@@ -11,12 +11,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import ExperimentConfig, build_config, config_error, deep_merge, parse_overrides, read_yaml, set_dotted
+from ..config import (
+    ExperimentConfig,
+    build_config,
+    config_error,
+    deep_merge,
+    parse_overrides,
+    read_config_file,
+    read_yaml,
+    set_dotted,
+)
 from ..errors import EchoesError, did_you_mean
 from ..models import MODELS
 from ..registry import check_kwargs
 from ..run import check_experiment
-from ..utils import find_config, packaged_configs
 from .optuna_parts import make_pruner, make_sampler
 
 
@@ -137,15 +145,7 @@ class Sweep:
 
 def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
     """Read a sweep file; ``KEY=VALUE`` overrides set sweep keys (trials=50) or base keys."""
-    p = find_config("sweeps", path)
-    if not p.is_file():
-        raise EchoesError(f"sweep '{path}' not found — give a YAML path or one of: "
-                          + ", ".join(packaged_configs("sweeps")))
-    raw = read_yaml(p)
-    unknown_keys = set(raw) - SWEEP_KEYS
-    if unknown_keys:
-        key = sorted(unknown_keys)[0]
-        raise EchoesError(f"sweep {p}: unknown key '{key}' — {did_you_mean(key, SWEEP_KEYS)}")
+    p, raw = read_config_file("sweeps", path, SWEEP_KEYS)
     parsed = parse_overrides(overrides or [])
     raw.update({k: v for k, v in parsed.items() if k in SWEEP_KEYS and k != "base"})
     extra = parsed.get("base") if isinstance(parsed.get("base"), dict) else {}
