@@ -22,7 +22,7 @@ from echoes.models.base import SequenceModel
 from echoes.sweep import attempt, load_sweep, lost_reason, make_storage, open_study, retry_of, run_sweep
 from echoes.sweep.liveness import STALE, fail_stale, worker_storage
 from echoes.sweep.optuna_parts import HEARTBEAT
-from echoes.sweep.trials import claim
+from echoes.sweep.trials import claim, run_trial
 
 BASE = {"model": {"name": "gru", "hidden_size": 8},
         "train": {"epochs": 3, "batch_size": 16, "lr": 0.02, "patience": None}}
@@ -158,10 +158,10 @@ def test_killed_worker_trial_is_marked_failed_and_retried(tracked_dir, tiny_npz,
     if len(running) == 2:  # both workers have started a trial: kill one mid-way
         os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
     launcher.join(timeout=180)
-    out = capfd.readouterr().out
+    out, err = capfd.readouterr()
     trials = _trials(sweep)
     lost = [t for t in trials if lost_reason(t)]
-    assert len(running) == 2 and exit_code == [0] and len(lost) == 1, out
+    assert len(running) == 2 and exit_code == [0] and len(lost) == 1, out + err
     (victim,) = lost
     assert victim.number in [t.number for t in running]
     assert victim.state == TrialState.FAIL and "stopped" in lost_reason(victim)
@@ -181,7 +181,7 @@ def test_killed_worker_trial_is_marked_failed_and_retried(tracked_dir, tiny_npz,
 
 
 @pytest.mark.parametrize("storage", ["journal", "sqlite"])
-def test_a_trial_silent_for_two_heartbeats_is_failed_and_retried(run_dir, tiny_npz, storage):
+def test_a_trial_silent_for_four_heartbeats_is_failed_and_retried(run_dir, tiny_npz, storage):
     url = [] if storage == "journal" else [f"storage=sqlite:///{run_dir / 'study.db'}"]
     sweep = load_sweep(_write(run_dir / "h.yaml", tiny_npz, name="beat", trials=2, heartbeat=1),
                        ["tracking=false", *url])
@@ -192,15 +192,28 @@ def test_a_trial_silent_for_two_heartbeats_is_failed_and_retried(run_dir, tiny_n
     study_id = store.get_study_id_from_name("beat")
     ids = [store.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in (silent, beating)]
     store.record_heartbeat(ids[0])
-    time.sleep(3.2)  # over two heartbeat intervals (SQLite keeps whole seconds) without a beat from the first
+    time.sleep(5.2)  # over four heartbeat intervals (SQLite keeps whole seconds) without a beat from the first
     store.record_heartbeat(ids[1])
     fail_stale(sweep.load_study(store))
     trials = _trials(sweep)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
     assert lost_reason(trials[0]) == STALE and lost_reason(trials[1]) is None
     assert retry_of(trials[2]) == silent.number and attempt(trials[2]) == 2
-    assert trials[2].user_attrs["slot"] == silent.user_attrs["slot"]
+    assert trials[2].user_attrs["slot"] == silent.user_attrs["slot"] and HEARTBEAT not in trials[2].system_attrs
     assert lines == [f"trial {silent.number} lost ({STALE}): marked failed, retried as a new trial"]
+
+
+def test_a_worker_whose_trial_was_given_up_as_lost_goes_on(run_dir, tiny_npz):
+    sweep = load_sweep(_write(run_dir / "g.yaml", tiny_npz, name="gone", trials=1), ["tracking=false"])
+    open_study(sweep, echo=lambda _: None)
+    lines = []
+    store = worker_storage(sweep, lines.append)
+    trial = claim(sweep, store)
+    other = make_storage(sweep.storage_url)  # another worker, which found this trial stale
+    other.set_trial_state_values(other.get_trial_id_from_study_id_trial_number(
+        other.get_study_id_from_name("gone"), trial.number), state=TrialState.FAIL)
+    assert run_trial(sweep, store, trial, {}, lines.append) == "lost"
+    assert lines == [f"trial {trial.number}: finished after being given up as lost; its retry counts"]
 
 
 class Broken(SequenceModel):

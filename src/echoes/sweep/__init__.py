@@ -21,7 +21,7 @@ of the budget is enqueued up front as a WAITING "slot" — with its parameters f
 for random/TPE, whose sampler fills them when the slot starts. Workers claim slots atomically
 through the storage (WAITING → RUNNING succeeds for one worker only), so N workers on one
 machine or many share a study without running anything twice. A running trial beats (Optuna's
-heartbeat, every ``heartbeat`` seconds); one whose worker died misses two beats, is marked failed
+heartbeat, every ``heartbeat`` seconds); one whose worker died misses four beats, is marked failed
 by any other worker and retried as a new trial with the same slot and parameters, up to
 ``retries`` times. Re-running the command resumes: it enqueues what is missing and runs what is
 left. A sweep none of whose trials succeeds ends in an error naming the first trial's failure.

@@ -62,7 +62,7 @@ class SweepConfig(BaseModel):
     direction: Literal["maximize", "minimize"] = "maximize"
     pruning: bool | dict[str, Any] = True
     storage: str | None = None
-    heartbeat: int = Field(10, ge=1)  # seconds between a running trial's heartbeats; lost after two missed
+    heartbeat: int = Field(10, ge=1)  # seconds between a running trial's heartbeats; lost after four missed
     retries: int = Field(2, ge=0)  # times a trial whose worker was lost is run again
 
 

@@ -1,7 +1,7 @@
 """Worker liveness: what happens to a trial whose worker stopped, and what each trial came to.
 
 Liveness is Optuna's heartbeat: a running trial beats from a thread (Optuna's heartbeat thread);
-a trial silent for two beats is failed by whichever worker looks next (``fail_stale_trials``) and,
+a trial silent for four beats is failed by whichever worker looks next (``fail_stale_trials``) and,
 through the storage's stale-trial callback, enqueued again with Optuna's
 ``RetryHeartbeatStaleTrialCallback`` — same slot of the budget, same parameters once sampled —
 up to ``retries`` times. A trial stopped on purpose (Ctrl-C, an error the user must fix) takes
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import PARENT_RUN, Sweep, SweepTag
-from .optuna_parts import make_storage
+from .optuna_parts import HEARTBEAT, make_storage
 
 Echo = Callable[[str], None]
 SLOT = "slot"  # trial user attr: the slot of the budget the trial fills
@@ -63,6 +63,7 @@ def retry(sweep: Sweep, study: Any, t: Any) -> bool:
         return False
     template = copy.deepcopy(t)
     template.user_attrs = {SLOT: slot(t)}  # not the outcome of the lost attempt
+    template.system_attrs = {k: v for k, v in t.system_attrs.items() if k != HEARTBEAT}  # nor its last beat
     RetryHeartbeatStaleTrialCallback()(study, template)
     return True
 

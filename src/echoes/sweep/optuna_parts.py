@@ -17,6 +17,7 @@ from ..registry import check_kwargs
 
 StaleCallback = Callable[[Any, Any], None]  # (study, failed FrozenTrial), as Optuna calls it
 HEARTBEAT = "echoes:heartbeat"  # journal storage: a running trial's last heartbeat (a system attr)
+GRACE_BEATS = 4  # beats a trial may miss before it is stale: a busy machine can delay a few
 
 
 def make_sampler(spec: str | dict[str, Any], seed: int) -> Any:
@@ -48,8 +49,8 @@ def make_pruner(pruning: bool | dict[str, Any]) -> Any:
 def make_storage(url: str, heartbeat: int | None = None, on_stale: StaleCallback | None = None) -> Any:
     """A database URL (postgresql://, sqlite:///...) → RDBStorage; anything else is a journal file.
 
-    With ``heartbeat`` (seconds), running trials beat and one silent for two beats is stale:
-    Optuna's ``fail_stale_trials`` fails it and calls ``on_stale``."""
+    With ``heartbeat`` (seconds), running trials beat and one silent for GRACE_BEATS beats is
+    stale: Optuna's ``fail_stale_trials`` fails it and calls ``on_stale``."""
     import optuna
     from optuna.exceptions import ExperimentalWarning
 
@@ -58,6 +59,7 @@ def make_storage(url: str, heartbeat: int | None = None, on_stale: StaleCallback
     if "://" in url:
         try:
             return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat,
+                                              grace_period=heartbeat and GRACE_BEATS * heartbeat,
                                               heartbeat_stale_trial_callback=on_stale)
         except Exception as e:
             raise EchoesError(f"cannot open sweep storage '{url}': {str(e).splitlines()[0]} — "
@@ -98,7 +100,7 @@ def _heartbeat_journal() -> type:
             now = time.time()
             running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
             return [self.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in running
-                    if now - _last_beat(t, now) > 2 * self._interval]  # RDBStorage's default grace
+                    if now - _last_beat(t, now) > GRACE_BEATS * self._interval]
 
         def get_heartbeat_interval(self) -> int:
             return self._interval

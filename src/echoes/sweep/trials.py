@@ -74,6 +74,7 @@ def _outcome(sweep: Sweep, study: Any, trial: Any, params: dict[str, Any],
              datasets: dict[str, Any]) -> tuple[Any, float | None, str]:
     """Train the trial: (state, objective value, note). A user error or an interrupt stops the
     sweep (the trial runs again on resume); any other error fails this trial only."""
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     try:
@@ -81,6 +82,8 @@ def _outcome(sweep: Sweep, study: Any, trial: Any, params: dict[str, Any],
         value = objective_value(result, sweep.cfg.objective)
     except TrialPruned as e:
         return TrialState.PRUNED, None, str(e)
+    except UpdateFinishedTrialError:  # given up as lost while it ran (reporting an epoch)
+        raise
     except (EchoesError, KeyboardInterrupt) as e:
         interrupted = isinstance(e, KeyboardInterrupt)
         trial.set_user_attr(LOST, "interrupted" if interrupted else f"error: {e}"[:500])
@@ -111,11 +114,11 @@ def run_trial(sweep: Sweep, storage: Any, frozen: Any, datasets: dict[str, Any],
     study = sweep.load_study(storage, seed=sweep.base_config.seed * 100_003 + frozen.number)
     study_id = storage.get_study_id_from_name(sweep.name)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-    with beating(storage, trial_id):
-        trial = optuna.trial.Trial(study, trial_id)
-        params = {k: suggest(trial, k, d) for k, d in sweep.distributions.items()}
-        state, value, note = _outcome(sweep, study, trial, params, datasets)
     try:
+        with beating(storage, trial_id):
+            trial = optuna.trial.Trial(study, trial_id)
+            params = {k: suggest(trial, k, d) for k, d in sweep.distributions.items()}
+            state, value, note = _outcome(sweep, study, trial, params, datasets)
         study.tell(trial, value, state=state)
     except optuna.exceptions.UpdateFinishedTrialError:  # given up as lost meanwhile: its retry counts
         echo(f"trial {frozen.number}: finished after being given up as lost; its retry counts")
