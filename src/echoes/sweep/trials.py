@@ -3,6 +3,7 @@ reports each epoch to the pruner and tells Optuna the outcome, until no trial is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -86,10 +87,11 @@ def _outcome(sweep: Sweep, study: Any, trial: Any, params: dict[str, Any],
         raise
     except (EchoesError, KeyboardInterrupt) as e:
         interrupted = isinstance(e, KeyboardInterrupt)
-        trial.set_user_attr(LOST, "interrupted" if interrupted else f"error: {e}"[:500])
-        study.tell(trial, state=TrialState.FAIL)
-        if interrupted:  # only this worker was stopped: others may go on
-            retry(sweep, study, study.get_trials(deepcopy=False)[trial.number])
+        with contextlib.suppress(UpdateFinishedTrialError):  # already given up as lost: stop all the same
+            trial.set_user_attr(LOST, "interrupted" if interrupted else f"error: {e}"[:500])
+            study.tell(trial, state=TrialState.FAIL)
+            if interrupted:  # only this worker was stopped: others may go on
+                retry(sweep, study, study.get_trials(deepcopy=False)[trial.number])
         raise
     except Exception as e:  # e.g. out of memory for this configuration: record it, go on
         note = f"{type(e).__name__}: {e}"
