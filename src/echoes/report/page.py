@@ -14,7 +14,7 @@ from typing import Any
 from ..run import Tag
 from ..suite import SEEDS, SUMMARY_COLUMNS, format_cell
 from ..sweep.outputs import fmt
-from ..utils import atomic_write
+from ..utils import atomic_write, require
 from .data import ReportData, SweepData, read_report
 from .figures import FIG_HEIGHT, FIG_WIDTH, TABLE_HEADERS, Figures, best_point, build_figures
 
@@ -41,6 +41,7 @@ def write_report(out_dir: str | Path, *, uri: str | None = None, experiments: li
     from ..config import TrackingConfig
     from ..tracking import store_uri
 
+    require("plotly", "report")
     data = read_report(uri or store_uri(TrackingConfig()), experiments, run_ids, confusion_run)
     figs = build_figures([r.result() for r in data.runs], data.sweeps, data.confusion)
     out = Path(out_dir)

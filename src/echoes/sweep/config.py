@@ -25,6 +25,7 @@ from ..errors import EchoesError, did_you_mean
 from ..models import MODELS
 from ..registry import check_kwargs
 from ..run import check_experiment
+from ..utils import require
 from .optuna_parts import make_pruner, make_sampler
 
 
@@ -145,6 +146,7 @@ class Sweep:
 
 def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
     """Read a sweep file; ``KEY=VALUE`` overrides set sweep keys (trials=50) or base keys."""
+    require("optuna", "sweep")
     p, raw = read_config_file("sweeps", path, SWEEP_KEYS)
     parsed = parse_overrides(overrides or [])
     raw.update({k: v for k, v in parsed.items() if k in SWEEP_KEYS and k != "base"})
