@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import EchoesError
+from .errors import EchoesError, SkippedFileWarning
 from .utils import atomic_write
 
 
@@ -20,6 +22,22 @@ def _write_json(path: str, data: Any) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(p, json.dumps(data, indent=2, default=str))
+
+
+def _check_writable(path: str) -> None:
+    """Fail before the work, not after it: ``--json OUT`` must be a file its folder can take."""
+    p = Path(path)
+    if p.is_dir():
+        raise EchoesError(f"--json {path} is a directory — give a file name, e.g. --json {p / 'result.json'}")
+    folder = p.parent
+    while not folder.exists():  # folders still missing are made when the file is written
+        folder = folder.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".echoes-probe-", suffix=".tmp"):
+            pass
+    except OSError as e:
+        reason = f"{folder} is a file, not a folder" if not folder.is_dir() else e.strerror
+        raise EchoesError(f"--json {path} cannot be written ({reason}) — choose a writable path") from None
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -136,7 +154,8 @@ def cmd_features(args: argparse.Namespace) -> None:
     seed = options.pop("seed", 0)
     raw = SOURCES.build(kind, name=name, seed=seed, **options)
     if "feature_cache" not in raw.info:
-        raise EchoesError(f"{kind}: this source keeps no feature cache — nothing to extract")
+        raise EchoesError(f"{kind}: this source keeps no feature cache — `echoes features` is for sources "
+                          "that do (ucf101:ROOT, timit:ROOT)")
     print(f"{args.source}: train {len(raw.train)} / test {len(raw.test)} sequences, "
           f"{raw.train.x.shape[1]} steps × {raw.train.num_features} features")
     for key, value in raw.info.items():
@@ -246,11 +265,32 @@ def _split_suite_arg(args: argparse.Namespace) -> None:
         args.suite = None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, taking KEY=VALUE overrides anywhere — also after an option (``--json o.json data=...``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not isinstance(getattr(args, "overrides", None), list) or any(a.startswith("-") for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)} — see echoes {args.command} --help")
+        args.overrides.extend(extra)
     _split_suite_arg(args)
+    return args
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> str:
+    if issubclass(category, SkippedFileWarning):  # the message says it all; no source line below it
+        return f"echoes: warning: {message}\n"
+    return _format_warning(message, category, *rest, **kw)
+
+
+_format_warning = warnings.formatwarning
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
+    args = _parse(build_parser(), argv)
     try:
+        if getattr(args, "json", None):
+            _check_writable(args.json)
         args.func(args)
     except EchoesError as e:
         print(f"echoes: error: {e}", file=sys.stderr)
