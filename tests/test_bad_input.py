@@ -212,6 +212,17 @@ def _foreign_weights(home):
 FILES["foreign_weights"] = _foreign_weights
 
 
+def _foreign_db(path):
+    import sqlite3
+
+    with sqlite3.connect(path) as db:  # a SQLite file, but not an MLflow store
+        db.execute("create table experiments (x int)")
+    return str(path)
+
+
+FILES["foreign_db"] = _foreign_db
+
+
 def T(*args):
     """`echoes train ... tracking=false`."""
     return ["train", *args, "tracking=false"]
@@ -339,6 +350,8 @@ CASES = [
      "is not an existing folder — create it, or fix tracking.uri"),
     ("tracking-not-a-database", ["train", *ESN, "tracking.uri=sqlite:///{not_a_db}"],
      "file is not a database — check tracking.uri"),
+    ("tracking-foreign-database", ["train", *ESN, "tracking.uri=sqlite:///{foreign_db}"],
+     "no such column: experiments.experiment_id — check tracking.uri"),
     ("tracking-unknown-scheme", ["train", *ESN, "tracking.uri=bogus://x"], "unsupported URI 'bogus://x'"),
     ("tracking-report-missing-folder", ["report", "--uri", "sqlite:////missing/dir/x.db"],
      "no MLflow store at sqlite:////missing/dir/x.db — run `echoes train` or `echoes compare` first"),

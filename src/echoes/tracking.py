@@ -48,6 +48,7 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no calls home (and no timeouts offline)
     for name in ("alembic", "mlflow", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # its errors are raised, and said once
 
 
 def _clash(e: Exception) -> bool:
