@@ -9,35 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 from .errors import EchoesError, SkippedFileWarning
-from .utils import atomic_write
+from .utils import atomic_write, check_output
 
 
 def _write_json(path: str, data: Any) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(p, json.dumps(data, indent=2, default=str))
-
-
-def _check_writable(path: str) -> None:
-    """Fail before the work, not after it: ``--json OUT`` must be a file its folder can take."""
-    p = Path(path)
-    if p.is_dir():
-        raise EchoesError(f"--json {path} is a directory — give a file name, e.g. --json {p / 'result.json'}")
-    folder = p.parent
-    while not folder.exists():  # folders still missing are made when the file is written
-        folder = folder.parent
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".echoes-probe-", suffix=".tmp"):
-            pass
-    except OSError as e:
-        reason = f"{folder} is a file, not a folder" if not folder.is_dir() else e.strerror
-        raise EchoesError(f"--json {path} cannot be written ({reason}) — choose a writable path") from None
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -64,6 +47,51 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"model saved to {r.model.save(args.save)}")
     if args.json:
         _write_json(args.json, r.row())
+
+
+def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .config import parse_overrides
+    from .model import load_model
+    from .predict import source_split
+
+    model = load_model(args.model, tracking_uri=args.uri)
+    return model, source_split(model, args.data, args.split, parse_overrides(args.options))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .predict import prediction_rows, write_predictions
+
+    if args.out:
+        check_output(args.out, (".csv", ".json"))  # a bad path fails now, not after predicting
+    model, seqs = _model_and_data(args)
+    rows = prediction_rows(model, seqs, top_k=args.top_k)
+    if args.out:
+        print(f"{len(rows)} predictions written to {write_predictions(rows, args.out)}")
+    else:
+        for r in rows[: args.show]:
+            print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in r.items() if k != "top_k"))
+        if len(rows) > args.show:
+            print(f"... {len(rows) - args.show} more (--out preds.csv writes them all)")
+    labelled = [r for r in rows if r.get("label") is not None]
+    if labelled:
+        hits = sum(r["label"] == r["predicted"] for r in labelled)
+        print(f"accuracy {hits / len(labelled):.4f} ({hits}/{len(labelled)}{' frames' if model.framewise else ''})")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .predict import evaluate
+    from .run import Metric
+
+    model, seqs = _model_and_data(args)
+    m = evaluate(model, seqs, device=args.device)
+    print(f"{model!r} on {args.data} ({args.split}: {len(seqs)} sequences)")
+    print(f"test accuracy {m[Metric.TEST_ACCURACY]:.4f}"
+          + (f"  top-5 {m[Metric.TEST_TOP5]:.4f}" if m.get(Metric.TEST_TOP5) is not None else "")
+          + f"  loss {m[Metric.TEST_LOSS]:.4f}  |  "
+          f"inference {m[Metric.INFERENCE_SECONDS_PER_SAMPLE] * 1e3:.3f} ms/sequence")
+    if args.json:
+        _write_json(args.json, m)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -222,6 +250,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-png", action="store_true", help="write only the HTML page")
     r.set_defaults(func=cmd_report)
 
+    for name, func, text in (("predict", cmd_predict, "predict with a trained model on any data source"),
+                             ("evaluate", cmd_evaluate, "the test metrics of a trained model on any data source")):
+        e = sub.add_parser(name, help=text)
+        e.add_argument("model", help="a saved model folder, an MLflow run id, or runs:/RUN_ID")
+        e.add_argument("data", help="a data source, e.g. npz:new.npz, uea:BasicMotions, ucf101:ROOT")
+        e.add_argument("options", nargs="*", metavar="KEY=VALUE", help="source options (default: the model's own)")
+        e.add_argument("--split", default="test", help="which split of the source (test, train, val; default test)")
+        e.add_argument("--uri", help="MLflow tracking URI for run ids (default: $MLFLOW_TRACKING_URI, else "
+                                      "echoes-runs/mlflow.db)")
+        if name == "predict":
+            e.add_argument("--out", metavar="FILE", help="write every prediction to FILE (.csv or .json)")
+            e.add_argument("--top-k", type=int, default=1, metavar="K", help="also list the K most likely classes")
+            e.add_argument("--show", type=int, default=10, metavar="N", help="predictions printed without --out")
+        else:
+            e.add_argument("--json", metavar="OUT", help="write the metrics to this JSON file")
+            e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        e.set_defaults(func=func)
+
     sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list data sources and bundled datasets").set_defaults(func=cmd_datasets)
 
@@ -269,9 +315,10 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     """Parse, taking KEY=VALUE overrides anywhere — also after an option (``--json o.json data=...``)."""
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if not isinstance(getattr(args, "overrides", None), list) or any(a.startswith("-") for a in extra):
+        rest = next((v for k in ("overrides", "options") if isinstance(v := getattr(args, k, None), list)), None)
+        if rest is None or any(a.startswith("-") for a in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)} — see echoes {args.command} --help")
-        args.overrides.extend(extra)
+        rest.extend(extra)
     _split_suite_arg(args)
     return args
 
@@ -290,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(build_parser(), argv)
     try:
         if getattr(args, "json", None):
-            _check_writable(args.json)
+            check_output(args.json)
         args.func(args)
     except EchoesError as e:
         print(f"echoes: error: {e}", file=sys.stderr)
