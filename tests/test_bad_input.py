@@ -349,6 +349,8 @@ CASES = [
      "MLFLOW_TRACKING_URI", {"MLFLOW_TRACKING_URI": "sqlite:////missing/dir/x.db"}),
     ("tracking-uri-under-a-file", ["train", *ESN, "tracking.uri=sqlite:///{good}/x.db"],
      "is not an existing folder — create it, or fix tracking.uri"),
+    ("tracking-results-dir-is-a-file", ["train", *ESN, "tracking.results_dir={good}"],
+     "cannot create the MLflow store's folder .*good.npz: File exists — set tracking.results_dir"),
     ("tracking-not-a-database", ["train", *ESN, "tracking.uri=sqlite:///{not_a_db}"],
      "file is not a database — check tracking.uri"),
     ("tracking-foreign-database", ["train", *ESN, "tracking.uri=sqlite:///{foreign_db}"],

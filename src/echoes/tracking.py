@@ -70,20 +70,20 @@ def ensure_store(uri: str) -> None:
 
     _quiet_mlflow()  # mlflow resets its logger levels on import
     given = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
-    lock = contextlib.nullcontext()
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        try:
-            if uri in _own:
-                db.parent.mkdir(parents=True, exist_ok=True)
-            elif not db.parent.is_dir():
+    with contextlib.ExitStack() as lock:
+        if uri.startswith("sqlite:///"):
+            db = Path(uri.removeprefix("sqlite:///"))
+            try:
+                if uri in _own:
+                    db.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise EchoesError(f"cannot create the MLflow store's folder {db.parent}: {e.strerror} — set "
+                                  "tracking.results_dir to a writable folder") from None
+            if not db.parent.is_dir():
                 raise EchoesError(f"cannot open MLflow store '{uri}': {db.parent} is not an existing folder "
                                   f"— create it, or fix {given}")
-            lock = file_lock(db.with_name(f".{db.name}.lock"))
-        except OSError as e:
-            raise EchoesError(f"cannot create MLflow store '{uri}': {e.strerror} — make {db.parent} writable, "
-                              f"or fix {given}") from None
-    with lock:
+            with contextlib.suppress(OSError):  # a read-only folder: no store can be created there to race over
+                lock.enter_context(file_lock(db.with_name(f".{db.name}.lock")))
         for attempt in range(4):
             try:
                 MlflowClient(uri).search_experiments(max_results=1)
