@@ -260,6 +260,14 @@ CASES = [
     ("cli-unknown-option", T(*ESN, "--jsn", "out.json"), "unrecognized arguments: --jsn"),
     ("cli-features-no-cache", ["features", "synthetic:motion"], "keeps no feature cache — `echoes features` is for"),
     ("cli-make-videos-size", ["data", "make-videos", "{dir}", "--size", "12"], "--size must look like 128x96"),
+    ("cli-units-text", T(*ESN, "model.units=abc"),
+     "model.units must be an integer >= 1, got 'abc' .* e.g. model.units="),
+    ("cli-units-empty", T(*ESN, "model.units="), "model.units must be an integer >= 1, got an empty value"),
+    ("cli-units-fraction", T(*ESN, "model.units=10.5"), "model.units must be an integer >= 1, got 10.5"),
+    ("cli-hidden-text", T("model=lstm", "model.hidden_size=abc"), "model.hidden_size must be an integer >= 1"),
+    ("cli-hidden-negative", T("model=lstm", "model.hidden_size=-4"), "model.hidden_size must be .* got -4"),
+    ("cli-radius-text", T(*ESN, "model.spectral_radius=abc"), "model.spectral_radius must be a number > 0"),
+    ("cli-alpha-text", T(*ESN, "learner.alpha=abc"), "learner.alpha must be a number or null, got 'abc'"),
     # --- config files ---------------------------------------------------------------------
     ("config-missing", T("--config", "nope.yaml"), "config file 'nope.yaml' not found — check the path"),
     ("config-directory", T("--config", "{dir}"), "is a directory — give the YAML file inside it"),
@@ -361,10 +369,6 @@ CASES = [
     ("tracking-suite-missing-folder", ["compare", "{suite_model}", "models=[esn]",
                                        "tracking.uri=sqlite:////missing/x/y.db"], "is not an existing folder"),
 ]
-# Pending on the registry's type checks (another branch): model.units=abc, model.units=, model.units=10.5,
-# model.hidden_size=abc, model.hidden_size=-4, model.spectral_radius=abc, learner.alpha=abc.
-
-
 def _fill(text, tmp_path, made):
     def one(match):
         name = match.group(1)

@@ -24,7 +24,7 @@ import yaml
 from . import __version__
 from .config import TrackingConfig
 from .errors import EchoesError
-from .utils import file_lock
+from .utils import file_lock, require
 
 _ready: set[str] = set()
 _own: set[str] = set()  # default stores under results_dir: echoes makes their folder, never one of a given URI
@@ -303,6 +303,7 @@ class TensorBoardTracker(NullTracker):
         self.final: dict[str, float] = {}
 
     def __enter__(self) -> TensorBoardTracker:
+        require("tensorboard", "tensorboard")  # torch.utils.tensorboard needs it
         from torch.utils.tensorboard import SummaryWriter
 
         self.inner.__enter__()

@@ -120,8 +120,6 @@ def npz(name: str, *, seed: int = 0, allow_pickle: bool = False) -> SourceData: 
     path, where = Path(name), f"npz:{name}"
     if not path.is_file():
         raise EchoesError(f"{where}: file not found — check the path")
-    if not isinstance(allow_pickle, bool):
-        raise EchoesError(f"data.allow_pickle must be true or false, got {allow_pickle!r}")
     if not zipfile.is_zipfile(path):
         raise EchoesError(f"{where}: not a readable .npz file — save it with numpy.savez")
     try:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ...errors import EchoesError, unknown
+from ...utils import require
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -112,6 +113,7 @@ def load_weights(net: nn.Module, enum_weights) -> None:  # noqa: ANN001 (a torch
 
 def _torchvision(name: str, dim: int) -> Callable[[str, int | None], Backbone]:
     def build(weights: str, seed: int | None = None) -> Backbone:
+        require("torchvision", "video")
         from torchvision import models
 
         if seed is None:
