@@ -142,6 +142,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
+    from .run import Metric
     from .sweep import load_sweep, run_sweep
 
     summary = run_sweep(load_sweep(args.sweep, args.overrides), workers=args.workers)
@@ -153,7 +154,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     best = summary["best"]
     if best:
         print(f"\nbest: trial {best['trial']}  {summary['objective']} {best['value']:.4f}"
-              + (f"  test accuracy {best['test_accuracy']:.4f}" if best.get("test_accuracy") is not None else ""))
+              + (f"  test accuracy {best[Metric.TEST_ACCURACY]:.4f}" if best.get(Metric.TEST_ACCURACY) is not None
+                 else ""))
         print(f"config: {best['config']}  (echoes train --config {best['config']})")
     print(f"trials: {summary['trials_csv']}  |  report: echoes report --experiment {summary['experiment']}")
     if args.json:

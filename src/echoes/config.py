@@ -10,7 +10,7 @@ chosen builder (checked against its signature when it is built); ``train`` and
 from __future__ import annotations
 
 import copy
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -272,3 +272,20 @@ def _section_fields(loc: list[str]) -> list[str]:
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
     return list(model.model_fields)
+
+
+def read_config_file(kind: str, name: str, keys: Iterable[str]) -> tuple[Path, dict[str, Any]]:
+    """A suite or sweep file (``kind`` "suites" or "sweeps") found by :func:`~echoes.utils.find_config`
+    and read; a missing file or a top-level key not in ``keys`` is a one-line error."""
+    from .utils import find_config, packaged_configs
+
+    what = kind.removesuffix("s")
+    path = find_config(kind, name)
+    if not path.is_file():
+        raise EchoesError(f"{what} '{name}' not found — give a YAML path or one of: "
+                          + ", ".join(packaged_configs(kind)))
+    raw = read_yaml(path)
+    unknown_keys = sorted(set(raw) - set(keys))
+    if unknown_keys:
+        raise EchoesError(f"{what} {path}: unknown key '{unknown_keys[0]}' — {did_you_mean(unknown_keys[0], keys)}")
+    return path, raw

@@ -383,7 +383,8 @@ def write_mlflow_model(model: Any, folder: Path) -> Path:
 
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # "no input example" advice on every run
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        # an input example would make MLflow run the model at every save; the signature suffices
+        warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
         saved = model.save(Path(tmp) / ARTIFACT)
         mlflow.pyfunc.save_model(
             str(folder), python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # see serving.py
