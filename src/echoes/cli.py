@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import EchoesError
+from .errors import EchoesError, SkippedFileWarning
 from .utils import atomic_write, check_output
 
 
@@ -211,7 +212,8 @@ def cmd_features(args: argparse.Namespace) -> None:
     seed = options.pop("seed", 0)
     raw = SOURCES.build(kind, name=name, seed=seed, **options)
     if "feature_cache" not in raw.info:
-        raise EchoesError(f"{kind}: this source keeps no feature cache — nothing to extract")
+        raise EchoesError(f"{kind}: this source keeps no feature cache — `echoes features` is for sources "
+                          "that do (ucf101:ROOT, timit:ROOT)")
     print(f"{args.source}: train {len(raw.train)} / test {len(raw.test)} sequences, "
           f"{raw.train.x.shape[1]} steps × {raw.train.num_features} features")
     for key, value in raw.info.items():
@@ -387,11 +389,33 @@ def _split_suite_arg(args: argparse.Namespace) -> None:
         args.suite = None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, taking KEY=VALUE overrides anywhere — also after an option (``--json o.json data=...``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        rest = next((v for k in ("overrides", "options") if isinstance(v := getattr(args, k, None), list)), None)
+        if rest is None or any(a.startswith("-") for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)} — see echoes {args.command} --help")
+        rest.extend(extra)
     _split_suite_arg(args)
+    return args
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> str:
+    if issubclass(category, SkippedFileWarning):  # the message says it all; no source line below it
+        return f"echoes: warning: {message}\n"
+    return _format_warning(message, category, *rest, **kw)
+
+
+_format_warning = warnings.formatwarning
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
+    args = _parse(build_parser(), argv)
     try:
+        if getattr(args, "json", None):
+            check_output(args.json)
         code = args.func(args)
     except EchoesError as e:
         print(f"echoes: error: {e}", file=sys.stderr)

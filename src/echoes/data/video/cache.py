@@ -24,9 +24,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...utils import atomic_write, progress
+from ...utils import atomic_write, file_lock, progress
 from .decode import UnreadableVideo, decode_clip
 
 FORMAT_VERSION = 1
@@ -114,7 +113,7 @@ class FrameEmbedder:
     """uint8 clips ``[B, T, S, S, 3]`` → what the cache stores for them."""
 
     def __init__(self, settings: FrameSettings, device: torch.device,
-                 frame_batch: int = 256) -> None:
+                 frame_batch: int = 256, seed: int | None = None) -> None:
         self.settings = settings
         self.device = device
         self.frame_batch = frame_batch
@@ -122,7 +121,7 @@ class FrameEmbedder:
         if not settings.raw:
             from .backbones import create_backbone
 
-            self.backbone = create_backbone(settings.features, settings.weights).to(device).eval()
+            self.backbone = create_backbone(settings.features, settings.weights, seed).to(device).eval()
 
     @property
     def dim(self) -> int:
@@ -189,7 +188,7 @@ def build_cache(
     if done is not None:
         return done
     folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder):  # sweep workers sharing a cache: one extracts, the others then reuse
+    with file_lock(folder / ".lock"):  # sweep workers sharing a cache: one extracts, the others then reuse
         done = load_cache(folder, settings, fp)
         if done is not None:
             return done
@@ -197,25 +196,12 @@ def build_cache(
                         on_chunk)
 
 
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    with open(folder / ".lock", "w") as lock:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock, one process at a time is up to the user
-            yield
-            return
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _extract(folder: Path, splits: dict[str, list[Clip]], settings: FrameSettings, fp: str,
              device: torch.device, clip_batch: int, workers: int,
              on_chunk: Callable[[str, int, int], None] | None) -> CacheResult:
-    embedder = FrameEmbedder(settings, device)
+    # Random (weights=none) networks are drawn from the source's fingerprint: a rerun or a resumed
+    # extraction embeds with the same network.
+    embedder = FrameEmbedder(settings, device, seed=int(fp[:8], 16))
     s = settings
     state = _read_json(folder / "state.json")
     if not state or state.get("settings") != asdict(s) or state.get("fingerprint") != fp:
