@@ -261,7 +261,7 @@ CASES = [
     ("cli-features-no-cache", ["features", "synthetic:motion"], "keeps no feature cache — `echoes features` is for"),
     ("cli-make-videos-size", ["data", "make-videos", "{dir}", "--size", "12"], "--size must look like 128x96"),
     ("cli-units-text", T(*ESN, "model.units=abc"),
-     "model.units must be an integer >= 1, got 'abc' .* e.g. model.units="),
+     "model.units must be an integer >= 1, got 'abc' \\(model 'esn'\\) — e.g. model.units=500"),
     ("cli-units-empty", T(*ESN, "model.units="), "model.units must be an integer >= 1, got an empty value"),
     ("cli-units-fraction", T(*ESN, "model.units=10.5"), "model.units must be an integer >= 1, got 10.5"),
     ("cli-hidden-text", T("model=lstm", "model.hidden_size=abc"), "model.hidden_size must be an integer >= 1"),
