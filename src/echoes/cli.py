@@ -79,8 +79,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     if args.out:
         check_output(args.out, (".csv", ".json"))  # a bad path fails now, not after predicting
-    model, seqs = _model_and_data(args)
-    rows = prediction_rows(model, seqs, top_k=args.top_k)
+    model, (seqs, labelled) = _model_and_data(args)
+    rows = prediction_rows(model, seqs, top_k=args.top_k, labelled=labelled)
     if args.out:
         print(f"{len(rows)} predictions written to {write_predictions(rows, args.out)}")
     else:
@@ -99,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .predict import evaluate
     from .run import Metric
 
-    model, seqs = _model_and_data(args)
+    model, (seqs, _) = _model_and_data(args)
     m = evaluate(model, seqs, device=args.device)
     print(f"{model!r} on {args.data} ({args.split}: {len(seqs)} sequences)")
     print(f"test accuracy {m[Metric.TEST_ACCURACY]:.4f}"

@@ -25,6 +25,12 @@ from .labels import encode_labels
 from .sequences import Sequences, check_finite, pad_sequences
 
 REQUIRED = ("X_train", "y_train", "X_test", "y_test")
+INPUTS = "X"  # a file of inputs only (for `echoes predict`): X, optional lengths and y
+
+
+def _key(name: str, split: str) -> str:
+    """``X_train``, ``lengths_test``...; a file of inputs only has plain ``X`` and ``lengths``."""
+    return f"{name}_{split}" if split else name
 
 
 def _read(npz: np.lib.npyio.NpzFile, key: str, where: str) -> np.ndarray:
@@ -33,9 +39,9 @@ def _read(npz: np.lib.npyio.NpzFile, key: str, where: str) -> np.ndarray:
     except ValueError as e:
         if "allow_pickle" not in str(e):
             raise EchoesError(f"{where}: {key} cannot be read ({e}) — save it again with numpy.savez") from None
-        split = key.split("_", 1)[-1]
-        safe = (f"one (ΣT, F) float array plus lengths_{split} (see the README)" if key.startswith("X_")
-                else "a numeric or string array")
+        split = key.split("_", 1)[1] if "_" in key else ""
+        safe = (f"one (ΣT, F) float array plus {_key('lengths', split)} (see the README)"
+                if key.startswith("X") else "a numeric or string array")
         raise EchoesError(f"{where}: {key} is an object array, which only unpickling can read — store it as "
                           f"{safe}, or set data.allow_pickle=true for a file you trust (unpickling can run code)"
                           ) from None
@@ -63,7 +69,7 @@ def _object_arrays(X: np.ndarray, where: str) -> list[np.ndarray]:
 def _lengths(npz: np.lib.npyio.NpzFile, split: str, where: str, *, n: int | None = None,
              total: int | None = None) -> np.ndarray:
     """``lengths_<split>``: positive ints, N of them (padded) or adding up to ΣT (concatenated)."""
-    key = f"lengths_{split}"
+    key = _key("lengths", split)
     lengths = _read(npz, key, where)
     if lengths.ndim != 1 or (n is not None and len(lengths) != n):
         raise EchoesError(f"{where}: {key} has shape {lengths.shape}, expected ({n or 'N'},) — one length "
@@ -75,15 +81,15 @@ def _lengths(npz: np.lib.npyio.NpzFile, split: str, where: str, *, n: int | None
         raise EchoesError(f"{where}: {key}[{i}] is {lengths[i]} — every sequence needs at least one step; "
                           "drop the empty ones")
     if total is not None and lengths.sum() != total:
-        raise EchoesError(f"{where}: {key} adds up to {lengths.sum()} steps but X_{split} has {total} rows "
+        raise EchoesError(f"{where}: {key} adds up to {lengths.sum()} steps but {_key('X', split)} has {total} rows "
                           "— the lengths of the concatenated sequences must add up to its rows")
     return lengths
 
 
 def _arrays(where: str, npz: np.lib.npyio.NpzFile, split: str, allow_pickle: bool) -> list[np.ndarray]:
-    key = f"X_{split}"
+    key = _key("X", split)
     X = _read(npz, key, where)
-    lengths_key = f"lengths_{split}"
+    lengths_key = _key("lengths", split)
     if X.dtype == object and allow_pickle:
         arrays = _object_arrays(X, f"{where}: {key}")
     elif X.ndim not in (2, 3) or (X.ndim == 2 and lengths_key not in npz.files):
@@ -114,19 +120,40 @@ def _arrays(where: str, npz: np.lib.npyio.NpzFile, split: str, allow_pickle: boo
     return arrays
 
 
-@register_source("npz")
-def npz(name: str, *, seed: int = 0, allow_pickle: bool = False) -> SourceData:  # noqa: ARG001
-    """Your own arrays in a .npz file: X_train, y_train, X_test, y_test (+ X_val, y_val)."""
+def _open(name: str, allow_pickle: bool) -> np.lib.npyio.NpzFile:
     path, where = Path(name), f"npz:{name}"
     if not path.is_file():
         raise EchoesError(f"{where}: file not found — check the path")
     if not zipfile.is_zipfile(path):
         raise EchoesError(f"{where}: not a readable .npz file — save it with numpy.savez")
     try:
-        npz_file = np.load(path, allow_pickle=allow_pickle)
+        return np.load(path, allow_pickle=allow_pickle)
     except (OSError, ValueError, zipfile.BadZipFile):
         raise EchoesError(f"{where}: not a readable .npz file — save it with numpy.savez") from None
-    with npz_file:
+
+
+def is_inputs_file(name: str) -> bool:
+    """A file of inputs only (``X``, no ``X_train``): what ``echoes predict`` reads besides sources."""
+    with _open(name, allow_pickle=False) as f:
+        return INPUTS in f.files and "X_train" not in f.files
+
+
+def read_inputs(name: str, allow_pickle: bool = False) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The sequences of a file of inputs (``X`` in either form, ``lengths``) and its labels ``y`` if any."""
+    where = f"npz:{name}"
+    with _open(name, allow_pickle) as f:
+        arrays = _arrays(where, f, "", allow_pickle)
+        y = _read(f, "y", where) if "y" in f.files else None
+    if y is not None and (y.ndim != 1 or len(y) != len(arrays)):
+        raise EchoesError(f"{where}: y has {y.shape} labels for {len(arrays)} sequences — one label per sequence")
+    return arrays, y
+
+
+@register_source("npz")
+def npz(name: str, *, seed: int = 0, allow_pickle: bool = False) -> SourceData:  # noqa: ARG001
+    """Your own arrays in a .npz file: X_train, y_train, X_test, y_test (+ X_val, y_val)."""
+    where = f"npz:{name}"
+    with _open(name, allow_pickle) as npz_file:
         files = set(npz_file.files)
         missing = [k for k in REQUIRED if k not in files]
         if missing:
