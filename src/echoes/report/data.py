@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EchoesError, did_you_mean
-from ..run import EPOCH_PREFIX, Metric, Tag
+from ..run import CONFUSION_ARTIFACT, EPOCH_PREFIX, Metric, Tag
 from ..sweep.config import SPACE_ARTIFACT, SweepTag
 
 CURVE = "curve"  # a result row's validation accuracy per epoch
@@ -213,7 +213,7 @@ def _confusion(client: Any, candidates: list[Run], chosen: str | None) -> Confus
         run = max(candidates, key=lambda r: r.metrics.get(Metric.TEST_ACCURACY, -1))
     else:
         return None
-    cm = _artifact_json(client, run.run_id, "confusion_matrix.json")
+    cm = _artifact_json(client, run.run_id, CONFUSION_ARTIFACT)
     if not cm:
         return None
     return Confusion(f"{run.label} · {run.data} · seed {run.seed} (run {run.run_id[:8]})", cm["matrix"], cm["classes"])
