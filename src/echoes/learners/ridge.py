@@ -19,6 +19,7 @@ Works for any SequenceModel whose readout is an ``nn.Linear`` (or an
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -35,6 +36,12 @@ from ..utils import progress
 from . import EpochCallback, FitResult, register_learner
 
 # λ grid, as multiples of the mean eigenvalue of XcᵀXc (so it follows the scale of the features).
+# On CUDA a split is copied to the device once when it takes at most this share of the free memory,
+# and a model that says what a sequence costs (``harvest_bytes``) is harvested in batches that fill
+# this share of what is left, instead of batches of train.eval_batch_size.
+DEVICE_DATA_SHARE = 0.25
+DEVICE_HARVEST_SHARE = 0.5
+TRANSFER_PIECE_BYTES = 64 * 2**20  # the split goes up in pinned pieces of this size (pageable copies are 7× slower)
 RELATIVE_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-8.0, 1.01, 0.5))
 SELECTIONS = ("auto", "loo", "val")
 
@@ -138,6 +145,31 @@ class _Block:
             self.linear.bias.copy_((self.my - self.mx @ w).to(self.linear.bias.dtype))
 
 
+def device_split(seqs: Sequences, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(x, lengths, y) of the whole split on the device in one copy, when it fits; else None."""
+    nbytes = 4 * int(np.prod(seqs.x.shape))
+    if nbytes > DEVICE_DATA_SHARE * torch.cuda.mem_get_info(device)[0]:
+        return None
+    host = np.asarray(seqs.x)
+    x = torch.empty(host.shape, dtype=torch.float32, device=device)
+    rows = max(1, TRANSFER_PIECE_BYTES // max(1, 4 * int(np.prod(host.shape[1:]))))
+    with warnings.catch_warnings():  # a read-only memory map: torch only reads it
+        warnings.simplefilter("ignore", UserWarning)
+        for a in range(0, len(host), rows):  # pinning a piece overlaps the copy of the one before
+            x[a:a + rows].copy_(torch.from_numpy(host[a:a + rows]).float().pin_memory(), non_blocking=True)
+    return x, torch.from_numpy(seqs.lengths).to(device), torch.from_numpy(seqs.y).to(device)
+
+
+def slices(seqs: Sequences, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor, batch_size: int
+           ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:meth:`Sequences.batches` of a split already on the device: views, no copies."""
+    for a in range(0, len(seqs), batch_size):
+        t = int(seqs.lengths[a:a + batch_size].max())
+        yield x[a:a + batch_size, :t], lengths[a:a + batch_size], y[a:a + batch_size, :t] if seqs.framewise \
+            else y[a:a + batch_size]
+
+
 def _spd_solve(a: torch.Tensor, alpha: float, b: torch.Tensor) -> torch.Tensor:
     """(A + αI)⁻¹ B for symmetric positive semi-definite A; pseudo-inverse when singular."""
     reg = a + alpha * torch.eye(len(a), dtype=a.dtype, device=a.device)
@@ -178,9 +210,15 @@ class RidgeLearner:
     def _batches(self, model: SequenceModel, seqs: Sequences, batch_size: int,
                  device: torch.device, what: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(features [m, D], labels [m]) of the rows that count, batch by batch."""
+        on_device = device_split(seqs, device) if device.type == "cuda" else None
+        if on_device is not None and self.batch_size is None and hasattr(model, "harvest_bytes"):
+            free = torch.cuda.mem_get_info(device)[0]
+            per_sequence = model.harvest_bytes(int(seqs.lengths.max()))
+            batch_size = max(1, int(DEVICE_HARVEST_SHARE * free) // per_sequence)
         total = -(-len(seqs) // batch_size)
-        for x, lengths, y in progress(seqs.batches(batch_size, device=device), total=total,
-                                      desc=f"ridge: {what}", unit="batch"):
+        batches = (seqs.batches(batch_size, device=device) if on_device is None
+                   else slices(seqs, *on_device, batch_size))
+        for x, lengths, y in progress(batches, total=total, desc=f"ridge: {what}", unit="batch"):
             yield flat_targets(model.features(x, lengths), y)
 
     @torch.no_grad()
