@@ -183,15 +183,14 @@ def test_bad_input_is_one_line_error():
 
 
 @pytest.mark.parametrize("framewise", [False, True])
-def test_slices_of_a_split_on_the_device_equal_its_batches(framewise):
-    from echoes.learners.ridge import slices
+def test_batches_from_host_slices_equal_the_splits_batches(framewise):
+    from echoes.learners.ridge import ahead
 
     rng = np.random.default_rng(0)
     lengths = np.array([5, 3, 7, 2, 6])
     x = rng.standard_normal((5, 7, 2)).astype(np.float32) * (np.arange(7)[None, :, None] < lengths[:, None, None])
     y = np.where(np.arange(7)[None, :] < lengths[:, None], 1, -1) if framewise else np.arange(5)
     seqs = Sequences(x, lengths, y)
-    whole = (torch.from_numpy(x), torch.from_numpy(seqs.lengths), torch.from_numpy(seqs.y))
-    for got, want in zip(slices(seqs, *whole, 2), seqs.batches(2), strict=True):
+    for got, want in zip(ahead(seqs, 2, torch.device("cpu")), seqs.batches(2), strict=True):
         for a, b in zip(got, want, strict=True):
             assert torch.equal(a, b)

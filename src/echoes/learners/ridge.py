@@ -18,6 +18,7 @@ Works for any SequenceModel whose readout is an ``nn.Linear`` (or an
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -36,12 +37,11 @@ from ..utils import progress
 from . import EpochCallback, FitResult, register_learner
 
 # λ grid, as multiples of the mean eigenvalue of XcᵀXc (so it follows the scale of the features).
-# On CUDA a split is copied to the device once when it takes at most this share of the free memory,
-# and a model that says what a sequence costs (``harvest_bytes``) is harvested in batches that fill
-# this share of what is left, instead of batches of train.eval_batch_size.
-DEVICE_DATA_SHARE = 0.25
+# On CUDA a model that says what a sequence costs (``harvest_bytes``) is harvested in batches that
+# fill this share of the free device memory, instead of batches of train.eval_batch_size, but in at
+# least PIPELINE_BATCHES batches of PIPELINE_MIN_BATCH sequences or more.
 DEVICE_HARVEST_SHARE = 0.5
-TRANSFER_PIECE_BYTES = 64 * 2**20  # the split goes up in pinned pieces of this size (pageable copies are 7× slower)
+PIPELINE_BATCHES, PIPELINE_MIN_BATCH = 4, 2048
 RELATIVE_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-8.0, 1.01, 0.5))
 SELECTIONS = ("auto", "loo", "val")
 
@@ -145,29 +145,39 @@ class _Block:
             self.linear.bias.copy_((self.my - self.mx @ w).to(self.linear.bias.dtype))
 
 
-def device_split(seqs: Sequences, device: torch.device
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """(x, lengths, y) of the whole split on the device in one copy, when it fits; else None."""
-    nbytes = 4 * int(np.prod(seqs.x.shape))
-    if nbytes > DEVICE_DATA_SHARE * torch.cuda.mem_get_info(device)[0]:
-        return None
-    host = np.asarray(seqs.x)
-    x = torch.empty(host.shape, dtype=torch.float32, device=device)
-    rows = max(1, TRANSFER_PIECE_BYTES // max(1, 4 * int(np.prod(host.shape[1:]))))
-    with warnings.catch_warnings():  # a read-only memory map: torch only reads it
-        warnings.simplefilter("ignore", UserWarning)
-        for a in range(0, len(host), rows):  # pinning a piece overlaps the copy of the one before
-            x[a:a + rows].copy_(torch.from_numpy(host[a:a + rows]).float().pin_memory(), non_blocking=True)
-    return x, torch.from_numpy(seqs.lengths).to(device), torch.from_numpy(seqs.y).to(device)
+def ahead(seqs: Sequences, batch_size: int, device: torch.device
+          ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:meth:`Sequences.batches` in order, from slices of the host arrays (no gathering copy): each
+    row goes to the device once. On CUDA the next batch is copied on a side stream while the
+    caller harvests this one."""
+    cuda = device.type == "cuda"
+    side = torch.cuda.Stream(device) if cuda else None
 
+    def fetch(a: int) -> tuple[tuple[torch.Tensor, ...], torch.cuda.Event | None]:
+        rows = slice(a, a + batch_size)
+        t = int(seqs.lengths[rows].max())
+        y = seqs.y[rows, :t] if seqs.framewise else seqs.y[rows]
+        with torch.cuda.stream(side) if cuda else contextlib.nullcontext(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a read-only memory map: torch only reads it
+            x, lengths, y = (torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True)
+                             for v in (seqs.x[rows, :t], seqs.lengths[rows], y))
+            batch = (x.float(), lengths, y)
+            done = torch.cuda.Event() if cuda else None
+            if done is not None:
+                done.record(side)
+        return batch, done
 
-def slices(seqs: Sequences, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor, batch_size: int
-           ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """:meth:`Sequences.batches` of a split already on the device: views, no copies."""
-    for a in range(0, len(seqs), batch_size):
-        t = int(seqs.lengths[a:a + batch_size].max())
-        yield x[a:a + batch_size, :t], lengths[a:a + batch_size], y[a:a + batch_size, :t] if seqs.framewise \
-            else y[a:a + batch_size]
+    starts = range(0, len(seqs), batch_size)
+    pending = fetch(0) if len(seqs) else None
+    for a in starts:
+        batch, done = pending
+        if done is not None:
+            torch.cuda.current_stream(device).wait_event(done)
+            for v in batch:
+                v.record_stream(torch.cuda.current_stream(device))
+        yield batch
+        if a + batch_size < len(seqs):
+            pending = fetch(a + batch_size)
 
 
 def _spd_solve(a: torch.Tensor, alpha: float, b: torch.Tensor) -> torch.Tensor:
@@ -210,14 +220,14 @@ class RidgeLearner:
     def _batches(self, model: SequenceModel, seqs: Sequences, batch_size: int,
                  device: torch.device, what: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(features [m, D], labels [m]) of the rows that count, batch by batch."""
-        on_device = device_split(seqs, device) if device.type == "cuda" else None
-        if on_device is not None and self.batch_size is None and hasattr(model, "harvest_bytes"):
-            free = torch.cuda.mem_get_info(device)[0]
+        if device.type == "cuda" and self.batch_size is None and hasattr(model, "harvest_bytes"):
+            # As many sequences as fit, but at least PIPELINE_BATCHES batches so that copying one to
+            # the device overlaps harvesting the one before.
             per_sequence = model.harvest_bytes(int(seqs.lengths.max()))
-            batch_size = max(1, int(DEVICE_HARVEST_SHARE * free) // per_sequence)
+            fit = int(DEVICE_HARVEST_SHARE * torch.cuda.mem_get_info(device)[0]) // per_sequence
+            batch_size = max(1, min(fit, max(PIPELINE_MIN_BATCH, -(-len(seqs) // PIPELINE_BATCHES))))
         total = -(-len(seqs) // batch_size)
-        batches = (seqs.batches(batch_size, device=device) if on_device is None
-                   else slices(seqs, *on_device, batch_size))
+        batches = ahead(seqs, batch_size, device)
         for x, lengths, y in progress(batches, total=total, desc=f"ridge: {what}", unit="batch"):
             yield flat_targets(model.features(x, lengths), y)
 
@@ -281,10 +291,11 @@ class RidgeLearner:
         num_classes = blocks[0].linear.out_features
         cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []
         cached_bytes = 0
+        labels = seqs.valid_labels()  # checked on the host: the harvest never waits for it
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise EchoesError(f"labels must lie in 0..{num_classes - 1}, "
+                              f"got {int(labels.min())}..{int(labels.max())}")
         for feats, y in self._batches(model, seqs, batch_size, device, "harvest"):
-            if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-                raise EchoesError(f"labels must lie in 0..{num_classes - 1}, "
-                                  f"got {int(y.min())}..{int(y.max())}")
             if cache is not None:
                 cache.append((feats, y))
                 cached_bytes += feats.numel() * feats.element_size()

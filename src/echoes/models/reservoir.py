@@ -49,7 +49,6 @@ TIME_CHUNK = 64  # steps whose input projection is computed in one product
 # On CUDA a chunk of steps is captured as a CUDA graph up to this many state values (units × batch):
 # there a step is a few microseconds of work, less than launching its kernels from Python.
 GRAPH_MAX_ELEMENTS = 1 << 19
-FUSED_STEP = True  # and there a step is one Triton kernel (models/reservoir_step.py) when Triton is installed
 
 
 # --- initialisation ----------------------------------------------------------------
@@ -183,11 +182,8 @@ class ReservoirLayer(nn.Module):
         """:meth:`run`, one step at a time."""
         w, a, f = self.recurrent(), self.leak_rate, self.activation
         prev, full = h, u.shape[2]
-        fused = self.fused_step(u)
         for state, k in zip(u.unbind(0), active, strict=True):
-            if k == full and fused is not None:
-                fused(w, prev, state, a)
-            elif k:
+            if k:
                 pre, before = (state, prev) if k == full else (state[:, :k], prev[:, :k])
                 f(pre.addmm_(w, before))
                 if a != 1.0:
@@ -197,17 +193,6 @@ class ReservoirLayer(nn.Module):
             prev = state
         h.copy_(prev)
         return u
-
-    def fused_step(self, u: torch.Tensor) -> Callable | None:
-        """The fused Triton step for this chunk (CUDA, float32, tanh, a small batch), else None."""
-        if not (FUSED_STEP and u.is_cuda and u.dtype == torch.float32 and self.activation is torch.tanh_
-                and u.shape[1] * u.shape[2] <= GRAPH_MAX_ELEMENTS):
-            return None
-        try:
-            from .reservoir_step import leaky_tanh_step
-        except ImportError:  # no Triton: cuBLAS and two elementwise kernels
-            return None
-        return leaky_tanh_step
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 — .to()/.cuda() move W: graphs would read the old one
         self._graphs.clear()
