@@ -18,7 +18,6 @@ Works for any SequenceModel whose readout is an ``nn.Linear`` (or an
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -38,10 +37,9 @@ from . import EpochCallback, FitResult, register_learner
 
 # λ grid, as multiples of the mean eigenvalue of XcᵀXc (so it follows the scale of the features).
 # On CUDA a model that says what a sequence costs (``harvest_bytes``) is harvested in batches that
-# fill this share of the free device memory, instead of batches of train.eval_batch_size, but in at
-# least PIPELINE_BATCHES batches of PIPELINE_MIN_BATCH sequences or more.
+# fill this share of the free device memory (often the whole split at once), instead of batches of
+# train.eval_batch_size.
 DEVICE_HARVEST_SHARE = 0.5
-PIPELINE_BATCHES, PIPELINE_MIN_BATCH = 4, 2048
 RELATIVE_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-8.0, 1.01, 0.5))
 SELECTIONS = ("auto", "loo", "val")
 
@@ -145,39 +143,19 @@ class _Block:
             self.linear.bias.copy_((self.my - self.mx @ w).to(self.linear.bias.dtype))
 
 
-def ahead(seqs: Sequences, batch_size: int, device: torch.device
-          ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """:meth:`Sequences.batches` in order, from slices of the host arrays (no gathering copy): each
-    row goes to the device once. On CUDA the next batch is copied on a side stream while the
-    caller harvests this one."""
-    cuda = device.type == "cuda"
-    side = torch.cuda.Stream(device) if cuda else None
-
-    def fetch(a: int) -> tuple[tuple[torch.Tensor, ...], torch.cuda.Event | None]:
+def host_slices(seqs: Sequences, batch_size: int, device: torch.device
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:meth:`Sequences.batches` in order, from slices of the host arrays: no gathering copy on the
+    host, and each row goes to the device once."""
+    for a in range(0, len(seqs), batch_size):
         rows = slice(a, a + batch_size)
         t = int(seqs.lengths[rows].max())
         y = seqs.y[rows, :t] if seqs.framewise else seqs.y[rows]
-        with torch.cuda.stream(side) if cuda else contextlib.nullcontext(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # a read-only memory map: torch only reads it
+        with warnings.catch_warnings():  # a read-only memory map: torch only reads it
+            warnings.simplefilter("ignore", UserWarning)
             x, lengths, y = (torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True)
                              for v in (seqs.x[rows, :t], seqs.lengths[rows], y))
-            batch = (x.float(), lengths, y)
-            done = torch.cuda.Event() if cuda else None
-            if done is not None:
-                done.record(side)
-        return batch, done
-
-    starts = range(0, len(seqs), batch_size)
-    pending = fetch(0) if len(seqs) else None
-    for a in starts:
-        batch, done = pending
-        if done is not None:
-            torch.cuda.current_stream(device).wait_event(done)
-            for v in batch:
-                v.record_stream(torch.cuda.current_stream(device))
-        yield batch
-        if a + batch_size < len(seqs):
-            pending = fetch(a + batch_size)
+        yield x.float(), lengths, y
 
 
 def _spd_solve(a: torch.Tensor, alpha: float, b: torch.Tensor) -> torch.Tensor:
@@ -221,13 +199,10 @@ class RidgeLearner:
                  device: torch.device, what: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(features [m, D], labels [m]) of the rows that count, batch by batch."""
         if device.type == "cuda" and self.batch_size is None and hasattr(model, "harvest_bytes"):
-            # As many sequences as fit, but at least PIPELINE_BATCHES batches so that copying one to
-            # the device overlaps harvesting the one before.
             per_sequence = model.harvest_bytes(int(seqs.lengths.max()))
-            fit = int(DEVICE_HARVEST_SHARE * torch.cuda.mem_get_info(device)[0]) // per_sequence
-            batch_size = max(1, min(fit, max(PIPELINE_MIN_BATCH, -(-len(seqs) // PIPELINE_BATCHES))))
+            batch_size = max(1, int(DEVICE_HARVEST_SHARE * torch.cuda.mem_get_info(device)[0]) // per_sequence)
         total = -(-len(seqs) // batch_size)
-        batches = ahead(seqs, batch_size, device)
+        batches = host_slices(seqs, batch_size, device)
         for x, lengths, y in progress(batches, total=total, desc=f"ridge: {what}", unit="batch"):
             yield flat_targets(model.features(x, lengths), y)
 
