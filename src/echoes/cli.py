@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EchoesError
-from .utils import atomic_write
+from .utils import atomic_write, check_output
 
 
 def _write_json(path: str, data: Any) -> None:
@@ -30,8 +30,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     check_experiment(cfg)
     ds = load_data(cfg)
     print(f"data  {ds.describe()}")
-    r = run_experiment(cfg, ds)
+    r = run_experiment(cfg, ds, resume=args.resume)
     m = r.metrics
+    if m.get(Metric.RESUMED_FROM_EPOCH) is not None:
+        print(f"resumed from the checkpoint of epoch {m[Metric.RESUMED_FROM_EPOCH]}")
     print(f"model {r.label} ({r.family}, learner {r.learner}): "
           f"{m[Metric.TRAINABLE_PARAMS]:,} trainable / {m[Metric.TOTAL_PARAMS]:,} total parameters")
     print(f"test accuracy {m[Metric.TEST_ACCURACY]:.4f}"
@@ -46,6 +48,51 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"model saved to {r.model.save(args.save)}")
     if args.json:
         _write_json(args.json, r.row())
+
+
+def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .config import parse_overrides
+    from .model import load_model
+    from .predict import source_split
+
+    model = load_model(args.model, tracking_uri=args.uri)
+    return model, source_split(model, args.data, args.split, parse_overrides(args.options))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .predict import prediction_rows, write_predictions
+
+    if args.out:
+        check_output(args.out, (".csv", ".json"))  # a bad path fails now, not after predicting
+    model, seqs = _model_and_data(args)
+    rows = prediction_rows(model, seqs, top_k=args.top_k)
+    if args.out:
+        print(f"{len(rows)} predictions written to {write_predictions(rows, args.out)}")
+    else:
+        for r in rows[: args.show]:
+            print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in r.items() if k != "top_k"))
+        if len(rows) > args.show:
+            print(f"... {len(rows) - args.show} more (--out preds.csv writes them all)")
+    labelled = [r for r in rows if r.get("label") is not None]
+    if labelled:
+        hits = sum(r["label"] == r["predicted"] for r in labelled)
+        print(f"accuracy {hits / len(labelled):.4f} ({hits}/{len(labelled)}{' frames' if model.framewise else ''})")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .predict import evaluate
+    from .run import Metric
+
+    model, seqs = _model_and_data(args)
+    m = evaluate(model, seqs, device=args.device)
+    print(f"{model!r} on {args.data} ({args.split}: {len(seqs)} sequences)")
+    print(f"test accuracy {m[Metric.TEST_ACCURACY]:.4f}"
+          + (f"  top-5 {m[Metric.TEST_TOP5]:.4f}" if m.get(Metric.TEST_TOP5) is not None else "")
+          + f"  loss {m[Metric.TEST_LOSS]:.4f}  |  "
+          f"inference {m[Metric.INFERENCE_SECONDS_PER_SAMPLE] * 1e3:.3f} ms/sequence")
+    if args.json:
+        _write_json(args.json, m)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -174,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="experiment YAML file")
     t.add_argument("--json", metavar="OUT", help="write the run's metrics to this JSON file")
     t.add_argument("--save", metavar="DIR", help="save the fitted model to this folder (load_model / echoes predict)")
+    t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
+                   help="continue from this run's last checkpoint, in the same MLflow run (default: only "
+                        "when the config has a name=); --no-resume starts afresh")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="e.g. model=lstm data=uea:BasicMotions train.epochs=50 seed=1")
     t.set_defaults(func=cmd_train)
@@ -202,6 +252,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else echoes-runs/mlflow.db)")
     r.add_argument("--no-png", action="store_true", help="write only the HTML page")
     r.set_defaults(func=cmd_report)
+
+    for name, func, text in (("predict", cmd_predict, "predict with a trained model on any data source"),
+                             ("evaluate", cmd_evaluate, "the test metrics of a trained model on any data source")):
+        e = sub.add_parser(name, help=text)
+        e.add_argument("model", help="a saved model folder, an MLflow run id, or runs:/RUN_ID")
+        e.add_argument("data", help="a data source, e.g. npz:new.npz, uea:BasicMotions, ucf101:ROOT")
+        e.add_argument("options", nargs="*", metavar="KEY=VALUE", help="source options (default: the model's own)")
+        e.add_argument("--split", default="test", help="which split of the source (test, train, val; default test)")
+        e.add_argument("--uri", help="MLflow tracking URI for run ids (default: $MLFLOW_TRACKING_URI, else "
+                                      "echoes-runs/mlflow.db)")
+        if name == "predict":
+            e.add_argument("--out", metavar="FILE", help="write every prediction to FILE (.csv or .json)")
+            e.add_argument("--top-k", type=int, default=1, metavar="K", help="also list the K most likely classes")
+            e.add_argument("--show", type=int, default=10, metavar="N", help="predictions printed without --out")
+        else:
+            e.add_argument("--json", metavar="OUT", help="write the metrics to this JSON file")
+            e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        e.set_defaults(func=func)
 
     sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list data sources and bundled datasets").set_defaults(func=cmd_datasets)

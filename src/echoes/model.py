@@ -11,6 +11,7 @@ names come out. A saved model is a folder of two files that execute nothing on l
 from __future__ import annotations
 
 import json
+import pickle  # only for its error type: torch.load(weights_only=True) raises it on foreign files
 import re
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from .data.sequences import PAD_LABEL, Sequences, pad_sequences, valid_mask
 from .errors import EchoesError
 from .models import MODELS, SequenceModel, create_model
 from .registry import accepted_kwargs
-from .utils import atomic_write
+from .utils import atomic_write, git_commit
 
 META_FILE = "echoes-model.json"
 WEIGHTS_FILE = "weights.pt"
@@ -52,8 +53,6 @@ class Model:
 
     @classmethod
     def from_training(cls, module: SequenceModel, cfg: ExperimentConfig, ds: Dataset) -> Model:
-        from .tracking import git_commit
-
         mean, std = ds.info.get("feature_mean"), ds.info.get("feature_std")
         return cls(module.eval(), cfg, list(ds.class_names),
                    None if mean is None else np.asarray(mean, np.float64),
@@ -79,18 +78,21 @@ class Model:
 
     # --- predicting -----------------------------------------------------------------------------
 
-    def sequences(self, X: ArrayInput, lengths: np.ndarray | None = None, y: Any = None) -> Sequences:
-        """Raw inputs as standardised, padded :class:`Sequences` (labels mapped to class indices)."""
+    def prepare(self, X: ArrayInput, lengths: np.ndarray | None = None, y: Any = None) -> Sequences:
+        """Raw inputs as the model saw them in training: padded :class:`Sequences`, standardised with the
+        training statistics; labels (class names, or their indices) mapped to class indices.
+
+        ``X`` may also be raw ``Sequences`` whose labels already index this model's classes."""
         if isinstance(X, Sequences):
             seqs = X
         else:
             x, lens = as_padded(X, lengths)
-            if x.shape[2] != self.input_size:
-                raise EchoesError(f"inputs have {x.shape[2]} features; this model was trained on "
-                                  f"{self.input_size} — give (T, {self.input_size}) sequences")
             labels = np.zeros(len(lens), np.int64) if y is None else self.encode(y, lens)
             seqs = Sequences(x, lens, labels)
-        if self.feature_mean is None or isinstance(X, Sequences):
+        if seqs.num_features != self.input_size:
+            raise EchoesError(f"inputs have {seqs.num_features} features; this model was trained on "
+                              f"{self.input_size} — give (T, {self.input_size}) sequences")
+        if self.feature_mean is None:
             return seqs
         x = ((np.asarray(seqs.x, np.float32) - self.feature_mean) / self.feature_std).astype(np.float32)
         x[~valid_mask(seqs.lengths, x.shape[1])] = 0.0
@@ -114,21 +116,28 @@ class Model:
             out[i, : lengths[i]] = [one(v) for v in np.asarray(row)[: lengths[i]]]
         return out
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters(), torch.empty(0)).device
+
     @torch.no_grad()
-    def decision_function(self, X: ArrayInput, lengths: np.ndarray | None = None,
-                          batch_size: int = 256) -> np.ndarray | list[np.ndarray]:
-        """Logits: [N, C], or a list of [T_i, C] for framewise models."""
-        seqs = self.sequences(X, lengths)
-        device = next(self.module.parameters(), torch.empty(0)).device
+    def logits(self, seqs: Sequences, batch_size: int = 256) -> np.ndarray | list[np.ndarray]:
+        """Logits of prepared sequences: [N, C], or a list of [T_i, C] for framewise models."""
         self.module.eval()
         out: list[np.ndarray] = []
-        for x, lens, _ in seqs.batches(batch_size, device=device):
-            logits = self.module(x, lens).float().cpu().numpy()
+        for x, lens, _ in seqs.batches(batch_size, device=self.device):
+            z = self.module(x, lens).float().cpu().numpy()
             if self.framewise:
-                out.extend(logits[i, : int(n)] for i, n in enumerate(lens.cpu()))
+                out.extend(z[i, : int(n)] for i, n in enumerate(lens.cpu()))
             else:
-                out.append(logits)
-        return out if self.framewise else np.concatenate(out) if out else np.zeros((0, len(self.class_names)))
+                out.append(z)
+        if self.framewise:
+            return out
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+    def decision_function(self, X: ArrayInput, lengths: np.ndarray | None = None) -> np.ndarray | list[np.ndarray]:
+        """Logits: [N, C], or a list of [T_i, C] for framewise models."""
+        return self.logits(self.prepare(X, lengths))
 
     def predict_proba(self, X: ArrayInput, lengths: np.ndarray | None = None) -> np.ndarray | list[np.ndarray]:
         """Class probabilities (softmax of the logits): [N, C], or a list of [T_i, C] when framewise."""
@@ -141,14 +150,16 @@ class Model:
         names = self.classes_
         return [names[z.argmax(1)] for z in logits] if self.framewise else names[logits.argmax(1)]
 
-    def score(self, X: ArrayInput, y: Any, lengths: np.ndarray | None = None) -> float:
-        """Accuracy on labelled inputs (frame accuracy for framewise models)."""
-        seqs = self.sequences(X, lengths, y)
-        logits = self.decision_function(seqs)
+    def score(self, X: ArrayInput, y: Any = None, lengths: np.ndarray | None = None) -> float:
+        """Accuracy on labelled inputs (frame accuracy for framewise models); ``y`` may be left out
+        when ``X`` is labelled ``Sequences``."""
+        seqs = self.prepare(X, lengths, y)
+        logits = self.logits(seqs)
         if self.framewise:
-            hits = [(z.argmax(1) == seqs.y[i, : len(z)]) for i, z in enumerate(logits)]
-            keep = [seqs.y[i, : len(z)] != PAD_LABEL for i, z in enumerate(logits)]
-            return float(np.concatenate(hits)[np.concatenate(keep)].mean())
+            z = np.concatenate([lg.argmax(1) for lg in logits])
+            truth = np.concatenate([seqs.y[i, : len(lg)] for i, lg in enumerate(logits)])
+            keep = truth != PAD_LABEL
+            return float((z[keep] == truth[keep]).mean())
         return float((logits.argmax(1) == seqs.y).mean())
 
     # --- saving and loading ---------------------------------------------------------------------
@@ -188,7 +199,7 @@ class Model:
         try:
             meta = json.loads(meta_path.read_text())
             state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        except (OSError, ValueError, RuntimeError, EOFError) as e:
+        except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
             raise EchoesError(f"saved model '{path}' is damaged ({type(e).__name__}) — save or log it again") from None
         if meta.get("format") != FORMAT_VERSION:
             raise EchoesError(f"saved model '{path}' has format {meta.get('format')}; this echoes reads "
@@ -224,8 +235,7 @@ def load_model(ref: str | Path, *, tracking_uri: str | None = None) -> Model:
     run_id = text.removeprefix("runs:/").split("/")[0] if text.startswith("runs:/") else text
     if not RUN_ID.match(run_id):
         raise EchoesError(f"model '{ref}' not found — give a saved model folder, a run id or runs:/RUN_ID")
-    from .run import MODEL_ARTIFACT
-    from .tracking import ensure_store, store_uri
+    from .tracking import MODEL_ARTIFACT, ensure_store, store_uri
 
     uri = tracking_uri or store_uri(TrackingConfig())
     ensure_store(uri)

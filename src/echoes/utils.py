@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -69,6 +70,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "echoes"
 
 
+def check_output(path: str | Path, suffixes: tuple[str, ...] = ()) -> Path:
+    """Fail now, not after the work, when an output file cannot be written where asked."""
+    p = Path(path)
+    if p.is_dir():
+        raise EchoesError(f"output '{path}' is a directory — give a file name")
+    if suffixes and p.suffix not in suffixes:
+        raise EchoesError(f"output '{path}' must end in {' or '.join(suffixes)}")
+    folder = next((d for d in (p.parent, *p.parent.parents) if d.exists()), Path("."))
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise EchoesError(f"output '{path}' is not writable — choose another path")
+    return p
+
+
 CONFIG_KINDS = ("suites", "sweeps")
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
@@ -90,3 +104,13 @@ def find_config(kind: str, name: str) -> Path:
 def packaged_configs(kind: str) -> list[str]:
     """Names of the suites or sweeps that ship with echoes."""
     return sorted(p.stem for p in (PACKAGED_CONFIGS / kind).glob("*.yaml"))
+
+
+def git_commit() -> str | None:
+    """The commit of the echoes code that is running (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
