@@ -36,11 +36,11 @@ from ..utils import progress
 from . import EpochCallback, FitResult, register_learner
 from .checkpoint import Checkpoints
 
-# λ grid, as multiples of the mean eigenvalue of XcᵀXc (so it follows the scale of the features).
 # On CUDA a model that says what a sequence costs (``harvest_bytes``) is harvested in batches that
 # fill this share of the free device memory (often the whole split at once), instead of batches of
 # train.eval_batch_size.
 DEVICE_HARVEST_SHARE = 0.5
+# λ grid, as multiples of the mean eigenvalue of XcᵀXc (so it follows the scale of the features).
 RELATIVE_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-8.0, 1.01, 0.5))
 SELECTIONS = ("auto", "loo", "val")
 
@@ -179,7 +179,7 @@ class RidgeLearner:
     train), ``val`` (the validation split), or ``auto`` (loo for one label per
     sequence, val for framewise labels, whose neighbouring frames are too alike for
     leave-one-out). ``batch_size``: sequences per harvest batch (default
-    train.eval_batch_size). ``cache_mb``: features kept in memory for the selection
+    train.eval_batch_size; on CUDA, for reservoirs, as many as fit in half the free device memory). ``cache_mb``: features kept in memory for the selection
     pass; beyond it they are recomputed.
     """
 
