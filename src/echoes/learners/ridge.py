@@ -179,8 +179,9 @@ class RidgeLearner:
     train), ``val`` (the validation split), or ``auto`` (loo for one label per
     sequence, val for framewise labels, whose neighbouring frames are too alike for
     leave-one-out). ``batch_size``: sequences per harvest batch (default
-    train.eval_batch_size; on CUDA, for reservoirs, as many as fit in half the free device memory). ``cache_mb``: features kept in memory for the selection
-    pass; beyond it they are recomputed.
+    train.eval_batch_size; on CUDA, for reservoirs, as many as fit in half the free device
+    memory). ``cache_mb``: features kept in memory for the selection pass; beyond it they
+    are recomputed.
     """
 
     def __init__(self, alpha: float | None = None, alphas: list[float] | None = None,
