@@ -21,7 +21,8 @@
    decoding on all CPU cores (``--decode-rate`` clips/s per core, BENCHMARKS.md's PyAV figure)
    beside the backbone on the device: the slower of the two sets the time.
 
-Writes ``gpu.json`` and ``gpu.md`` to ``--out`` ($OUT when set). ``--small`` runs tiny sizes
+Writes ``gpu.json`` and ``gpu.md`` (``gpu-TAG.*`` with ``--tag``) to ``--out`` ($OUT when set). ``--small``
+runs tiny sizes
 (the test suite runs it on CPU so the script cannot rot).
 """
 
