@@ -22,8 +22,7 @@
    beside the backbone on the device: the slower of the two sets the time.
 
 Writes ``gpu.json`` and ``gpu.md`` (``gpu-TAG.*`` with ``--tag``) to ``--out`` ($OUT when set). ``--small``
-runs tiny sizes
-(the test suite runs it on CPU so the script cannot rot).
+runs tiny sizes (the test suite runs it on CPU so the script cannot rot).
 """
 
 from __future__ import annotations
