@@ -25,7 +25,7 @@ from .data import Dataset, load_dataset
 from .learners import Checkpoints, EpochCallback, FitResult, create_learner
 from .metrics import PeakMemory, Predictions, convergence_epoch, predict
 from .model import Model, build_model
-from .models import MODELS, SequenceModel
+from .models import MODELS, SequenceModel, default_learner
 from .tracking import RunStopped, tracker
 from .utils import git_commit, resolve_device, seed_everything
 
@@ -127,14 +127,14 @@ def run_label(cfg: ExperimentConfig, learner: str, default_learner: str) -> str:
 
 
 def check_experiment(cfg: ExperimentConfig) -> None:
-    """Fail fast on names that do not exist, before any run starts."""
-    from .data import parse_source
+    """Fail fast, before any run starts: names that do not exist, options of the wrong name, type or range."""
+    from .data import SOURCES, parse_source
     from .learners import LEARNERS
 
-    MODELS.get(cfg.model.name)
-    parse_source(cfg.data.source)
-    if cfg.learner.name is not None:
-        LEARNERS.get(cfg.learner.name)
+    MODELS.check(cfg.model.name, cfg.model.options())
+    kind, _ = parse_source(cfg.data.source)
+    SOURCES.check(kind, cfg.data.options())
+    LEARNERS.check(cfg.learner.name or default_learner(cfg.model.name), cfg.learner.options())
 
 
 def run_key(cfg: ExperimentConfig, label: str, experiment: str | None = None) -> str:

@@ -23,6 +23,7 @@ import yaml
 from . import __version__
 from .config import TrackingConfig
 from .errors import EchoesError
+from .utils import require
 
 _ready: set[str] = set()
 MODEL_ARTIFACT = "model"  # where every tracked run logs its MLflow model: runs:/ID/model
@@ -268,6 +269,7 @@ class TensorBoardTracker(NullTracker):
         self.final: dict[str, float] = {}
 
     def __enter__(self) -> TensorBoardTracker:
+        require("tensorboard", "tensorboard")  # torch.utils.tensorboard needs it
         from torch.utils.tensorboard import SummaryWriter
 
         self.inner.__enter__()

@@ -20,7 +20,10 @@ from .checkpoint import Checkpoints
 
 @register_learner("gradient")
 class GradientLearner:
-    """Gradient descent on every trainable parameter (BPTT for recurrent models)."""
+    """Gradient descent on every trainable parameter (BPTT for recurrent models).
+
+    ``optimizer``: adamw or sgd (momentum 0.9). ``betas``: AdamW's (β1, β2).
+    """
 
     def __init__(self, optimizer: str = "adamw", betas: tuple[float, float] = (0.9, 0.999)) -> None:
         if optimizer not in ("adamw", "sgd"):

@@ -19,13 +19,15 @@ with the impulse response, computed for all steps at once by FFT.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..errors import EchoesError
-from . import register_model
+from . import Options, register_model
 from .base import SequenceModel, step_mask
 
 
@@ -99,14 +101,37 @@ class LegendreMemory(nn.Module):
             return torch.fft.irfft(U[..., None] * H[None, :, None, :], n=n, dim=1)[:, :t]
 
 
+class MemoryOptions(Options):
+    """Hyperparameters of both LMUs."""
+
+    hidden_size: int = Field(128, ge=1, description="hidden units")
+    order: int = Field(16, ge=1, description="Legendre coefficients per memory channel (d)")
+    theta: float = Field(32.0, gt=0, description="length of the remembered window, in steps (θ)")
+    memory_channels: int = Field(1, ge=1, description="input projections remembered (q)")
+
+
+class LMUOptions(MemoryOptions):
+    """The stepped LMU's feedback into the memory's input."""
+
+    hidden_to_memory: bool = Field(True, description="the hidden state feeds the memory's input (e_h)")
+    memory_to_memory: bool = Field(True, description="the memory feeds its own input (e_m)")
+
+
+class LMUFFTOptions(MemoryOptions):
+    """The parallel LMU's readout of the steps."""
+
+    pooling: Literal["mean", "last"] = Field(
+        "mean", description="one label per sequence: hidden layer averaged over the steps, or the last step's "
+        "(which sees only the last θ steps)")
+
+
 class LMU(SequenceModel):
     """The LMU cell of Voelker et al. (2019), stepped through time."""
 
     family = "lmu"
 
-    def __init__(self, input_size: int, num_classes: int, framewise: bool = False, *, hidden_size: int = 128,
-                 order: int = 16, theta: float = 32.0, memory_channels: int = 1,
-                 hidden_to_memory: bool = True, memory_to_memory: bool = True) -> None:
+    def __init__(self, input_size: int, num_classes: int, framewise: bool, *, hidden_size: int, order: int,
+                 theta: float, memory_channels: int, hidden_to_memory: bool, memory_to_memory: bool) -> None:
         super().__init__(input_size, num_classes, framewise)
         self.memory = LegendreMemory(order, theta)
         q, dm = memory_channels, memory_channels * order
@@ -154,11 +179,9 @@ class LMUFFT(SequenceModel):
 
     family = "lmu"
 
-    def __init__(self, input_size: int, num_classes: int, framewise: bool = False, *, hidden_size: int = 128,
-                 order: int = 16, theta: float = 32.0, memory_channels: int = 1, pooling: str = "mean") -> None:
+    def __init__(self, input_size: int, num_classes: int, framewise: bool, *, hidden_size: int, order: int,
+                 theta: float, memory_channels: int, pooling: str) -> None:
         super().__init__(input_size, num_classes, framewise)
-        if pooling not in ("last", "mean"):
-            raise EchoesError(f"lmu_fft: pooling must be last or mean, got '{pooling}'")
         self.pooling = pooling
         self.memory = LegendreMemory(order, theta)
         self.e_x = nn.Linear(input_size, memory_channels, bias=False)
@@ -179,21 +202,7 @@ class LMUFFT(SequenceModel):
         return (h * w).sum(1) / w.sum(1).clamp(min=1)
 
 
-@register_model("lmu")
-def lmu(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 128, order: int = 16,
-        theta: float = 32.0, memory_channels: int = 1, hidden_to_memory: bool = True,
-        memory_to_memory: bool = True) -> LMU:
-    """Legendre Memory Unit (Voelker et al. 2019): order-d Legendre memory over θ steps + tanh hidden."""
-    return LMU(input_size, num_classes, framewise, hidden_size=hidden_size, order=order, theta=theta,
-               memory_channels=memory_channels, hidden_to_memory=hidden_to_memory,
-               memory_to_memory=memory_to_memory)
-
-
-@register_model("lmu_fft")
-def lmu_fft(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 128, order: int = 16,
-            theta: float = 32.0, memory_channels: int = 1, pooling: str = "mean") -> LMUFFT:
-    """Parallel LMU: memory depends only on the input, computed for all steps by FFT convolution.
-
-    ``pooling`` (one label per sequence): mean of the hidden layer over the steps, or the last step's."""
-    return LMUFFT(input_size, num_classes, framewise, hidden_size=hidden_size, order=order, theta=theta,
-                  memory_channels=memory_channels, pooling=pooling)
+register_model("lmu", options=LMUOptions, doc="Legendre Memory Unit (Voelker et al. 2019): order-d Legendre "
+               "memory over θ steps + tanh hidden.")(LMU)
+register_model("lmu_fft", options=LMUFFTOptions, doc="Parallel LMU: memory depends only on the input, computed "
+               "for all steps by FFT convolution.")(LMUFFT)
