@@ -47,6 +47,9 @@ DENSE_EIGEN_MAX_UNITS = 1000
 SPARSE_MAX_CONNECTIVITY = 0.1
 SPARSE_MIN_UNITS = 200
 TIME_CHUNK = 64  # steps whose input projection is computed in one product
+# On CUDA a chunk of steps is captured as a CUDA graph up to this many state values (units × batch):
+# there a step is a few microseconds of work, less than launching its kernels from Python.
+GRAPH_MAX_ELEMENTS = 1 << 19
 
 
 # --- initialisation ----------------------------------------------------------------
@@ -132,6 +135,8 @@ class ReservoirLayer(nn.Module):
         self.activation = ACTIVATIONS[activation]
         self.sparse = sparse
         self._csr: tuple[tuple, torch.Tensor] | None = None
+        self._graphs: dict[tuple, _StepGraph | None] = {}
+        self._seen: set[tuple] = set()
 
     @property
     def units(self) -> int:
@@ -158,21 +163,70 @@ class ReservoirLayer(nn.Module):
         Step i updates only the first ``active[i]`` columns (sequences still running);
         the others carry their state over, so every column of u holds a finite state.
         Each step is computed in place in u: one product, one activation, one blend.
+        On CUDA, a small chunk of full steps (launch-bound) is replayed as a CUDA graph.
         """
+        c, n, b = u.shape
+        if (u.is_cuda and n * b <= GRAPH_MAX_ELEMENTS and all(k == b for k in active)
+                and not torch.cuda.is_current_stream_capturing()):
+            key = (c, b, u.dtype, u.device, self.w.data_ptr())
+            if key not in self._graphs and key in self._seen:  # seen before: worth a capture
+                try:
+                    self._graphs[key] = _StepGraph(self, u, h)
+                except RuntimeError:  # capture unsupported here: stay eager
+                    self._graphs[key] = None
+            if self._graphs.get(key) is not None:
+                return self._graphs[key](u, h)
+            self._seen.add(key)  # the first time: eager, which also warms cuBLAS up for the capture
+        return self.steps(u, h, active)
+
+    def steps(self, u: torch.Tensor, h: torch.Tensor, active: list[int]) -> torch.Tensor:
+        """:meth:`run`, one step at a time."""
         w, a, f = self.recurrent(), self.leak_rate, self.activation
-        prev = h
-        for i, k in enumerate(active):
-            state = u[i]
+        prev, full = h, u.shape[2]
+        for state, k in zip(u.unbind(0), active, strict=True):
             if k:
-                pre, before = state[:, :k], prev[:, :k]
+                pre, before = (state, prev) if k == full else (state[:, :k], prev[:, :k])
                 f(pre.addmm_(w, before))
                 if a != 1.0:
                     pre.lerp_(before, 1.0 - a)  # a·f(...) + (1 - a)·h
-            if k < state.shape[1]:
+            if k < full:
                 state[:, k:] = prev[:, k:]
             prev = state
         h.copy_(prev)
         return u
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 — .to()/.cuda() move W: graphs would read the old one
+        self._graphs.clear()
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict:  # copies and pickles carry no CUDA graphs
+        return {**super().__getstate__(), "_graphs": {}, "_seen": set()}
+
+
+class _StepGraph:
+    """A chunk of full reservoir steps captured once as a CUDA graph, replayed on static buffers."""
+
+    def __init__(self, layer: ReservoirLayer, u: torch.Tensor, h: torch.Tensor) -> None:
+        self.u, self.h = torch.empty_like(u), torch.empty_like(h)
+        self.graph = torch.cuda.CUDAGraph()
+        # Captured on a side stream by hand: torch.cuda.graph() would also collect garbage and
+        # empty the allocator's cache, which costs more than the capture.
+        main, side = torch.cuda.current_stream(u.device), torch.cuda.Stream(u.device)
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            self.graph.capture_begin()
+            try:
+                layer.steps(self.u, self.h, [u.shape[2]] * len(u))
+            finally:
+                self.graph.capture_end()
+        main.wait_stream(side)
+
+    def __call__(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        self.u.copy_(u)
+        self.h.copy_(h)
+        self.graph.replay()
+        h.copy_(self.h)
+        return u.copy_(self.u)
 
 
 def make_layer(n_in: int, units: int, *, rng: np.random.Generator, spectral_radius: float,
@@ -199,16 +253,19 @@ class Pooling:
     ``last``: the state at each sequence's last step; ``mean``: the mean over steps
     from ``washout`` on (a sequence no longer than the washout uses its last step);
     ``times``: states at ``num_times`` evenly spaced steps (the last included);
-    framewise: every step's state.
+    framewise: every step's state. Which steps count is worked out on the host from
+    ``lengths`` (a CPU tensor), so streaming the chunks never waits for the device.
     """
 
-    def __init__(self, lengths: torch.Tensor, mode: str, num_times: int, washout: int,
-                 framewise: bool) -> None:
-        self.lengths, self.framewise, self.mode = lengths, framewise, mode
+    def __init__(self, lengths: torch.Tensor, device: torch.device, mode: str, num_times: int,
+                 washout: int, framewise: bool) -> None:
+        self.framewise, self.mode, self.device = framewise, mode, device
         self.mean = not framewise and mode in ("mean", "last_mean")
         start = (lengths - 1).clamp(max=washout)  # per-sequence washout, leaving >= 1 step
-        self.start = start
-        self.count = (lengths - start).clamp(min=1).to(torch.float32)
+        # Steps [first_full, last_full) count for every sequence: no mask needed there.
+        self.first_full, self.last_full = int(start.max()), int(lengths.min())
+        self.start, self.lengths = start.to(device), lengths.to(device)
+        self.count = (lengths - start).clamp(min=1).to(device, torch.float32)
         picks = []
         if not framewise and mode in ("last", "last_mean"):
             picks.append(lengths - 1)
@@ -216,10 +273,18 @@ class Pooling:
             span = (lengths - start).to(torch.float64)
             for j in range(num_times):
                 picks.append(start + torch.ceil(span * (j + 1) / num_times).long() - 1)
-        self.picks = torch.stack(picks) if picks else None  # [S, B]
+        self.picks = torch.stack(picks) if picks else None  # [S, B], on the host
 
     def new(self) -> _Pooled:
         return _Pooled(self)
+
+    def picks_in(self, t0: int, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(slot, sequence, step within the chunk) of the picks in steps [t0, t0 + c), on the device."""
+        local = self.picks - t0
+        s_idx, b_idx = ((local >= 0) & (local < c)).nonzero(as_tuple=True)
+        if not len(s_idx):
+            return None
+        return tuple(i.to(self.device, non_blocking=True) for i in (s_idx, b_idx, local[s_idx, b_idx]))
 
 
 class _Pooled:
@@ -238,19 +303,20 @@ class _Pooled:
             self.chunks.append(chunk.permute(2, 0, 1).float())  # [B, C, D]
             return
         if spec.mean:
-            t = torch.arange(t0, t0 + c, device=chunk.device)[:, None]
-            w = (t >= spec.start[None, :]) & (t < spec.lengths[None, :])
-            part = chunk.sum(0) if bool(w.all()) else (chunk * w[:, None, :]).sum(0)  # [D, B]
+            if spec.first_full <= t0 and t0 + c <= spec.last_full:
+                part = chunk.sum(0)  # [D, B]
+            else:
+                t = torch.arange(t0, t0 + c, device=chunk.device)[:, None]
+                w = (t >= spec.start[None, :]) & (t < spec.lengths[None, :])
+                part = (chunk * w[:, None, :]).sum(0)
             self.sum = part if self.sum is None else self.sum + part
         if spec.picks is not None:
             if self.picked is None:
                 self.picked = chunk.new_zeros(len(spec.picks), b, d)
-            local = spec.picks - t0
-            inside = (local >= 0) & (local < c)
-            if inside.any():
-                cols = torch.arange(b, device=chunk.device)[None, :].expand_as(local)
-                s_idx, b_idx = inside.nonzero(as_tuple=True)
-                self.picked[s_idx, b_idx] = chunk[local[s_idx, b_idx], :, cols[s_idx, b_idx]]
+            found = spec.picks_in(t0, c)
+            if found is not None:
+                s_idx, b_idx, local = found
+                self.picked[s_idx, b_idx] = chunk[local, :, b_idx]
 
     def result(self) -> torch.Tensor:
         """[B, slots·D] features, or [B, T, D] states when framewise."""
@@ -296,20 +362,35 @@ class EchoStateNetwork(SequenceModel):
     def dtype(self) -> torch.dtype:
         return self.members[0][0].w.dtype
 
+    def harvest_bytes(self, steps: int) -> int:
+        """Device memory one sequence of ``steps`` steps takes in :meth:`features` (a generous bound):
+        the batch and its sorted (and reversed) copy, one chunk's inputs, states and masked states,
+        and the features."""
+        units = max(layer.units for layers in self.members for layer in layers)
+        sizes = self.readout.sizes if isinstance(self.readout, AveragedReadout) else [self.readout.in_features]
+        values = ((3 if self.bidirectional else 2) * steps * self.input_size
+                  + min(steps, TIME_CHUNK) * (self.input_size + 2 * units)
+                  + 3 * (steps if self.framewise else 1) * sum(sizes))
+        return 2 * values * max(4, torch.finfo(self.dtype).bits // 8)
+
     @torch.no_grad()
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):  # states stay in full precision
-            lengths = lengths.to(x.device)
-            order = torch.argsort(lengths, descending=True, stable=True)
-            feats = self._sorted_features(x[order].to(self.dtype), lengths[order])
-            return feats[torch.argsort(order)]
+            steps = lengths.cpu()  # the one wait for the device: the steps to run are decided on the host
+            order = torch.argsort(steps, descending=True, stable=True)
+            if bool((order == torch.arange(len(order))).all()):  # already sorted (e.g. equal lengths)
+                return self._sorted_features(x.to(self.dtype), steps)
+            order_d = order.to(x.device, non_blocking=True)
+            feats = self._sorted_features(x[order_d].to(self.dtype), steps[order])
+            return feats[torch.argsort(order_d)]
 
-    def _sorted_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Features of a batch sorted by decreasing length, so running sequences are a prefix."""
+    def _sorted_features(self, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """Features of a batch sorted by decreasing length (``steps``, on the host), so running
+        sequences are a prefix."""
         b, t_max, _ = x.shape
-        steps = lengths.cpu()
         active = (steps[None, :] > torch.arange(t_max)[:, None]).sum(1).tolist()
-        spec = Pooling(lengths, self.pooling, self.num_times, self.washout, self.framewise)
+        spec = Pooling(steps, x.device, self.pooling, self.num_times, self.washout, self.framewise)
+        lengths = spec.lengths
         inputs = spec.new()
         per_member: list[list[_Pooled]] = [[] for _ in self.members]
         for backward in ([False, True] if self.bidirectional else [False]):
