@@ -20,6 +20,7 @@ cut into small chunks so a large ``train.eval_batch_size`` does not exhaust memo
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,6 +100,14 @@ class FrameCNN(ClipModel):
         frames = torch.zeros(*valid.shape, self.backbone.dim, device=x.device, dtype=clips.dtype)
         frames[valid] = self.backbone(clips[valid]).to(clips.dtype)  # padded frames stay zero
         return self.temporal.features(frames, lengths)
+
+    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> Any:
+        return self.temporal.init_state(batch, window, stride)
+
+    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """Each frame through the CNN once; the temporal model streams the features (a window re-reads them)."""
+        frame = self.clips(x_t[:, None], torch.ones(len(x_t), dtype=torch.long))[:, 0]
+        return self.temporal.step(self.backbone(frame).to(frame.dtype), state)
 
 
 class R2Plus1D(ClipModel):
