@@ -93,6 +93,25 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         _write_json(args.json, m)
 
 
+def cmd_stream(args: argparse.Namespace) -> None:
+    from .model import load_model
+    from .stream import StreamOptions, parse_size, run_stream
+
+    opts = StreamOptions(
+        top_k=args.top_k, average=args.average, ema=args.ema, threshold=args.threshold, every=args.every,
+        frame_step=args.frame_step, window=args.window, stride=args.stride, sliding=args.sliding,
+        realtime=args.realtime, frame_size=parse_size(args.frame_size, "--frame-size"), fps=args.fps,
+        stdin_format=args.stdin_format, camera_size=args.camera_size, camera_fps=args.camera_fps,
+        out=args.out, timeline=args.timeline)
+    summary = run_stream(load_model(args.model, tracking_uri=args.uri), args.source, opts, device=args.device)
+    print(json.dumps({"summary": summary}), flush=True)
+    p50, p99 = summary["latency_ms_p50"], summary["latency_ms_p99"]
+    print(f"{'interrupted: ' if summary['interrupted'] else ''}{summary['steps']} steps of {summary['frames']} frames "
+          f"in {summary['seconds']:.2f}s ({summary['steps_per_second'] or 0:.1f}/s), latency p50 "
+          f"{p50 if p50 is not None else '-'} ms, p99 {p99 if p99 is not None else '-'} ms"
+          + (f", {summary['dropped']} dropped" if summary["dropped"] else ""), file=sys.stderr)
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     from .api import compare
 
@@ -265,6 +284,36 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--json", metavar="OUT", help="write the metrics to this JSON file")
             e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         e.set_defaults(func=func)
+
+    st = sub.add_parser("stream", help="run a trained model live on a video, camera, URL, speech file or stdin")
+    st.add_argument("model", help="a saved model folder, an MLflow run id, or runs:/RUN_ID")
+    st.add_argument("source", help="a video file, /dev/videoN, rtsp:// or http:// URL, a speech file, a .npy "
+                                   "(T, F) array, or - for stdin")
+    st.add_argument("--top-k", type=int, default=3, metavar="K", help="classes listed per step (default 3)")
+    st.add_argument("--average", type=int, default=1, metavar="N", help="average the scores of the last N steps")
+    st.add_argument("--ema", type=float, metavar="A", help="or smooth them: A·new + (1-A)·old")
+    st.add_argument("--threshold", type=float, default=0.0, help="hide labels scoring below this")
+    st.add_argument("--every", type=int, default=1, metavar="K", help="a JSON line every K steps")
+    st.add_argument("--frame-step", type=int, default=1, metavar="N",
+                    help="step the model on every Nth frame (the spacing of the frames it was trained on)")
+    st.add_argument("--window", type=int, metavar="N",
+                    help="steps a sliding-window model re-reads (default: the frames it was trained on)")
+    st.add_argument("--stride", type=int, default=1, metavar="N", help="re-read the window every N steps")
+    st.add_argument("--sliding", action="store_true",
+                    help="re-read the last --window steps for recurrent models too (not everything since the start)")
+    st.add_argument("--realtime", action="store_true",
+                    help="read a file at its own rate, dropping frames when inference falls behind")
+    st.add_argument("--out", metavar="VIDEO", help="write the video with the predictions drawn on it (.mp4, .avi)")
+    st.add_argument("--timeline", metavar="JSON", help="write the labelled segments to this file")
+    st.add_argument("--frame-size", metavar="WxH", help="size of raw RGB24 frames on stdin")
+    st.add_argument("--fps", type=float, default=25.0, help="rate of raw frames on stdin (default 25)")
+    st.add_argument("--stdin-format", choices=("rgb24", "text", "f32"),
+                    help="stdin: rgb24 frames (video models), text lines or raw float32 vectors (feature models)")
+    st.add_argument("--camera-size", metavar="WxH", help="camera capture size, e.g. 640x480")
+    st.add_argument("--camera-fps", type=float, help="camera capture rate")
+    st.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    st.add_argument("--uri", help="MLflow tracking URI for run ids")
+    st.set_defaults(func=cmd_stream)
 
     sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list data sources and bundled datasets").set_defaults(func=cmd_datasets)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import pickle  # only for its error type: torch.load(weights_only=True) raises it on foreign files
 import re
+from collections.abc import Iterable, Iterator
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from .data import Dataset
 from .data.sequences import PAD_LABEL, Sequences, pad_sequences, valid_mask
 from .errors import EchoesError
 from .models import MODELS, SequenceModel, create_model
+from .models.base import DEFAULT_WINDOW, init_window, step_window
 from .registry import accepted_kwargs
 from .utils import atomic_write
 
@@ -163,6 +165,35 @@ class Model:
             keep = truth != PAD_LABEL
             return float((z[keep] == truth[keep]).mean())
         return float((logits.argmax(1) == seqs.y).mean())
+
+    # --- streaming -----------------------------------------------------------------------------
+
+    @property
+    def window(self) -> int:
+        """Steps a sliding-window model re-reads: the frames it was trained on (``data.frames``), else 16."""
+        return int(self.config.data.options().get("frames", DEFAULT_WINDOW))
+
+    @torch.no_grad()
+    def stream(self, steps: Iterable[np.ndarray], *, window: int | None = None, stride: int = 1,
+               sliding: bool = False) -> Iterator[np.ndarray]:
+        """Logits [C] after every step of one live sequence of raw (F,) vectors, standardised as in training.
+
+        Recurrent models carry their state (constant cost per step); the others re-read the last ``window``
+        steps every ``stride`` steps. ``sliding`` re-reads a window for every model (e.g. a sequence
+        classifier over a long video, asked about its last ``window`` steps rather than everything since
+        the start)."""
+        module, device = self.module.eval(), self.device
+        window = window or self.window
+        state = init_window(1, window, stride) if sliding else module.init_state(1, window, stride)
+        for x in steps:
+            x = np.asarray(x, np.float32).reshape(-1)
+            if x.shape[0] != self.input_size:
+                raise EchoesError(f"a step has {x.shape[0]} values; this model takes {self.input_size} per step")
+            if self.feature_mean is not None:
+                x = ((x - self.feature_mean) / self.feature_std).astype(np.float32)
+            x_t = torch.from_numpy(x[None]).to(device)
+            logits, state = step_window(module, x_t, state) if sliding else module.step(x_t, state)
+            yield logits[0].float().cpu().numpy()
 
     # --- saving and loading ---------------------------------------------------------------------
 

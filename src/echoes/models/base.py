@@ -119,11 +119,12 @@ def init_window(batch: int, window: int | None = None, stride: int = 1) -> Windo
 
 
 def step_window(model: nn.Module, x_t: torch.Tensor, state: WindowState) -> tuple[torch.Tensor, WindowState]:
-    """Add one step ``[B, F]``; every ``stride`` steps run ``model`` over the window (its last step's
-    logits when framewise), in between repeat the last logits."""
+    """Add one step ``[B, F]``; at the first step and every ``stride`` steps run ``model`` over the window
+    (its last step's logits when framewise), in between repeat the last logits. With ``stride`` equal to
+    ``window`` the windows tile the stream (steps 1–W, W+1–2W, ...)."""
     state.steps.append(x_t)
     state.seen += 1
-    if state.logits is None or (state.seen - 1) % state.stride == 0:
+    if state.logits is None or state.seen % state.stride == 0:
         x = torch.stack(tuple(state.steps), 1)
         lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
         logits = model(x, lengths)
