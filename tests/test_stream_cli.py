@@ -190,3 +190,25 @@ def test_ctrl_c_ends_cleanly_with_the_video_finalised(trained, tmp_path):
     with av.open(str(out)) as written:
         assert sum(1 for _ in written.decode(video=0)) in (summary["frames"] - 1, summary["frames"])
     assert json.loads((tmp_path / "t.json").read_text())["segments"]
+
+
+def test_a_speech_file_streams_a_phone_every_10_ms(speech_corpus, tmp_path, capsys):
+    """A framewise model trained on timit: streams a recording through the MFCC pipeline of timit:,
+    one phone per 10 ms frame — the same phones as predicting the whole utterance at once."""
+    from echoes.data.speech.mfcc import mfcc
+    from echoes.data.speech.sphere import read_audio
+
+    os.chdir(tmp_path)
+    model = train(model="gru", data=f"timit:{speech_corpus}", tracking=False,
+                  **{"data.cache_dir": str(tmp_path / "cache"), "model.hidden_size": 16, "train.epochs": 1}).model
+    wav = sorted(Path(speech_corpus).rglob("*.WAV"))[0]
+    timeline = tmp_path / "phones.json"
+    assert main(["stream", str(model.save(tmp_path / "gru")), str(wav), "--top-k", "1", "--timeline",
+                 str(timeline)]) == 0
+    records, summary = lines_of(capsys.readouterr().out)
+    samples, rate = read_audio(wav)
+    expected = model.predict([mfcc(samples, rate)])[0]
+    assert [r["label"] for r in records] == list(expected)
+    assert records[1]["time"] - records[0]["time"] == pytest.approx(0.01)
+    segments = json.loads(timeline.read_text())["segments"]
+    assert sum(s["end_frame"] - s["start_frame"] + 1 for s in segments) == summary["steps"] == len(expected)
