@@ -310,12 +310,12 @@ class AnnotatedVideo:
 # --- the loop ---------------------------------------------------------------------------------------
 
 
-class _Feed:
+class Feed:
     """The iterable :meth:`Model.stream` pulls from: each ``next`` gives the step just put in."""
 
     item: np.ndarray
 
-    def __iter__(self) -> _Feed:
+    def __iter__(self) -> Feed:
         return self
 
     def __next__(self) -> np.ndarray:
@@ -372,7 +372,7 @@ def run_stream(model: Model, source: str, opts: StreamOptions, *, emit: Callable
     writer = AnnotatedVideo(opts.out, rate) if opts.out else None
     names = model.class_names
     k = min(opts.top_k, len(names))
-    feed = _Feed()
+    feed = Feed()
     logits_of = model.stream(feed, window=opts.window, stride=opts.stride, sliding=opts.sliding)
     latencies: list[float] = []
     decoded = steps = dropped = 0
