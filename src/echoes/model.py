@@ -30,7 +30,7 @@ from .errors import EchoesError
 from .models import MODELS, SequenceModel, create_model
 from .models.base import DEFAULT_WINDOW, init_window, step_window
 from .registry import accepted_kwargs
-from .utils import atomic_write
+from .utils import atomic_write, git_commit
 
 META_FILE = "echoes-model.json"
 WEIGHTS_FILE = "weights.pt"
@@ -55,8 +55,6 @@ class Model:
 
     @classmethod
     def from_training(cls, module: SequenceModel, cfg: ExperimentConfig, ds: Dataset) -> Model:
-        from .tracking import git_commit
-
         mean, std = ds.info.get("feature_mean"), ds.info.get("feature_std")
         return cls(module.eval(), cfg, list(ds.class_names),
                    None if mean is None else np.asarray(mean, np.float64),
@@ -268,8 +266,7 @@ def load_model(ref: str | Path, *, tracking_uri: str | None = None) -> Model:
     run_id = text.removeprefix("runs:/").split("/")[0] if text.startswith("runs:/") else text
     if not RUN_ID.match(run_id):
         raise EchoesError(f"model '{ref}' not found — give a saved model folder, a run id or runs:/RUN_ID")
-    from .run import MODEL_ARTIFACT
-    from .tracking import ensure_store, store_uri
+    from .tracking import MODEL_ARTIFACT, ensure_store, store_uri
 
     uri = tracking_uri or store_uri(TrackingConfig())
     ensure_store(uri)

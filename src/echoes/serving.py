@@ -7,18 +7,13 @@ sequence with ``label``, ``probability`` and the probability of every class.
 
 from __future__ import annotations
 
-import tempfile
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
-from . import __version__
-
-ARTIFACT = "echoes"  # the saved echoes model inside the MLflow model folder
-
+from .tracking import ARTIFACT
 
 # MLflow advises type hints on predict; the signature gives the schema instead (hints would replace it)
 warnings.filterwarnings("ignore", message=".*type hints.*predict", category=UserWarning)
@@ -47,34 +42,3 @@ class EchoesPyfunc(PythonModel):
         frame.insert(0, "probability", proba.max(1))
         frame.insert(0, "label", np.asarray(names)[proba.argmax(1)])
         return frame
-
-
-def signature(input_size: int) -> Any:
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
-
-    return ModelSignature(inputs=Schema([
-        TensorSpec(np.dtype(np.float32), (-1, -1, input_size), "x"),
-        TensorSpec(np.dtype(np.int64), (-1,), "lengths"),
-    ]))
-
-
-def write_mlflow_model(model: Any, folder: Path) -> Path:
-    """An MLflow model folder (MLmodel + the saved echoes model) for ``model``, ready to log."""
-    import logging
-    import warnings
-
-    import mlflow.pyfunc
-
-    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # "no input example" advice on every run
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        saved = model.save(Path(tmp) / ARTIFACT)
-        mlflow.pyfunc.save_model(
-            str(folder), python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
-            artifacts={ARTIFACT: str(saved)},
-            signature=signature(model.input_size),
-            # listed, not inferred: inference imports the model in a subprocess (seconds per run)
-            pip_requirements=[f"echoes=={__version__}", "torch", "numpy", "pandas"],
-        )
-    return folder

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -20,10 +19,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from . import __version__
 from .config import TrackingConfig
 from .errors import EchoesError
 
 _ready: set[str] = set()
+MODEL_ARTIFACT = "model"  # where every tracked run logs its MLflow model: runs:/ID/model
+ARTIFACT = "echoes"  # the saved echoes model inside that MLflow model folder
 
 
 def store_uri(cfg: TrackingConfig) -> str:
@@ -60,16 +62,6 @@ def ensure_store(uri: str) -> None:
     except Exception as e:  # unreachable server, bad URI, unwritable file
         raise EchoesError(f"cannot open MLflow store '{uri}': {str(e).splitlines()[0]} — check tracking.uri") from None
     _ready.add(uri)
-
-
-def git_commit() -> str | None:
-    """The commit of the echoes code that is running (None outside a git checkout)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 class RunStopped(Exception):
@@ -173,11 +165,9 @@ class MlflowTracker(NullTracker):
 
     def log_model(self, model: Any) -> None:
         """The fitted model as an MLflow pyfunc model at ``runs:/ID/model``."""
-        from .serving import write_mlflow_model
-
         with tempfile.TemporaryDirectory() as tmp:
-            folder = write_mlflow_model(model, Path(tmp) / "model")
-            self.client.log_artifacts(self.run_id, str(folder), "model")
+            folder = write_mlflow_model(model, Path(tmp) / MODEL_ARTIFACT)
+            self.client.log_artifacts(self.run_id, str(folder), MODEL_ARTIFACT)
 
     def log_dict(self, data: Any, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -259,3 +249,35 @@ def tracker(cfg: TrackingConfig, run_name: str, tags: dict[str, Any] | None = No
         logdir = Path(cfg.results_dir) / "tensorboard" / (experiment or cfg.experiment)
         return TensorBoardTracker(inner, logdir, run_name)
     return inner
+
+
+def pyfunc_signature(input_size: int) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([
+        TensorSpec(np.dtype(np.float32), (-1, -1, input_size), "x"),
+        TensorSpec(np.dtype(np.int64), (-1,), "lengths"),
+    ]))
+
+
+def write_mlflow_model(model: Any, folder: Path) -> Path:
+    """An MLflow model folder (MLmodel + the saved echoes model) for ``model``, ready to log."""
+    import logging
+    import warnings
+
+    _quiet_mlflow()
+    import mlflow.pyfunc
+
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # "no input example" advice on every run
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        saved = model.save(Path(tmp) / ARTIFACT)
+        mlflow.pyfunc.save_model(
+            str(folder), python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # see serving.py
+            artifacts={ARTIFACT: str(saved)},
+            signature=pyfunc_signature(model.input_size),
+            # listed, not inferred: inference imports the model in a subprocess (seconds per run)
+            pip_requirements=[f"echoes=={__version__}", "torch", "numpy", "pandas"],
+        )
+    return folder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -103,3 +104,13 @@ def find_config(kind: str, name: str) -> Path:
 def packaged_configs(kind: str) -> list[str]:
     """Names of the suites or sweeps that ship with echoes."""
     return sorted(p.stem for p in (PACKAGED_CONFIGS / kind).glob("*.yaml"))
+
+
+def git_commit() -> str | None:
+    """The commit of the echoes code that is running (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
