@@ -367,6 +367,10 @@ def run_stream(model: Model, source: str, opts: StreamOptions, *, emit: Callable
         raise EchoesError("--out draws on video frames — this model does not read video")
     model.module.to(device)
     to_vector = FrameFeatures(model, device) if images else None
+    if to_vector is not None and to_vector.settings.weights == "none" and to_vector.settings.features != "small_cnn":
+        raise EchoesError(f"{to_vector.settings.features} with weights=none is a random network drawn for the "
+                          "training cache, and the saved model does not hold it — stream models trained on small_cnn "
+                          "or imagenet features")
     smoother = Smoother(opts.average, opts.ema)
     timeline = Timeline()
     writer = AnnotatedVideo(opts.out, rate) if opts.out else None
