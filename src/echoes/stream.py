@@ -54,7 +54,7 @@ class StreamOptions:
     window: int | None = None  # sliding-window models: steps re-read (default: the frames trained on)
     stride: int = 1
     sliding: bool = False  # re-read a window for every model
-    realtime: bool = False  # read files at their own rate, dropping frames when behind
+    realtime: bool = False  # read files at their own rate, dropping frames when behind (live sources always are)
     frame_size: tuple[int, int] | None = None  # raw RGB24 on stdin
     fps: float = 25.0  # rate of raw frames on stdin
     stdin_format: str | None = None
@@ -383,14 +383,18 @@ def run_stream(model: Model, source: str, opts: StreamOptions, *, emit: Callable
     label, score, shown_rate = None, 0.0, 0.0
     interrupted = False
     start = time.perf_counter()
-    live = source.startswith("/dev/video") or "://" in source
+    # Cameras and network streams arrive at their own rate, and so does a file read with --realtime:
+    # a frame more than one frame late is dropped (counted), so latency cannot pile up.
+    paced = opts.realtime or source.startswith("/dev/video") or "://" in source
+    first: tuple[float, float] | None = None  # (wall clock, source time) at the first frame
     try:
         for frame in frames:
             decoded += 1
-            now = time.perf_counter() - start
-            behind = opts.realtime and not live and now - frame.time > 1.0 / rate
-            if opts.realtime and not live and now < frame.time:
-                time.sleep(frame.time - now)
+            first = first or (time.perf_counter(), frame.time)
+            late = (time.perf_counter() - first[0]) - (frame.time - first[1])
+            if opts.realtime and late < 0:
+                time.sleep(-late)
+            behind = paced and late > 1.0 / rate
             if frame.index % opts.frame_step == 0 and behind:
                 dropped += 1
             elif frame.index % opts.frame_step == 0:
