@@ -107,5 +107,5 @@ def test_recurrent_state_stays_the_same_size():
     with torch.no_grad():
         for t in range(50):
             _, state = model.step(x[:, t], state)
-    pool = state.pools[0][0]
-    assert pool.history == [] and pool.count == 50 and state.states[0][0].shape == (30, 1)
+    states, pools, _ = state
+    assert pools[0][0].history == [] and pools[0][0].count == 50 and states[0][0].shape == (30, 1)

@@ -285,6 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         e.set_defaults(func=func)
 
+    sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
+    sub.add_parser("datasets", help="list data sources and bundled datasets").set_defaults(func=cmd_datasets)
+
+    f = sub.add_parser("features", help="extract a source's per-frame features into its cache (once)")
+    f.add_argument("source", help="e.g. ucf101:data/ucf101")
+    f.add_argument("options", nargs="*", metavar="KEY=VALUE",
+                   help="source options, e.g. backbone=resnet18 weights=imagenet frames=16 split=1")
+    f.set_defaults(func=cmd_features)
+
     st = sub.add_parser("stream", help="run a trained model live on a video, camera, URL, speech file or stdin")
     st.add_argument("model", help="a saved model folder, an MLflow run id, or runs:/RUN_ID")
     st.add_argument("source", help="a video file, /dev/videoN, rtsp:// or http:// URL, a speech file, a .npy "
@@ -314,15 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     st.add_argument("--uri", help="MLflow tracking URI for run ids")
     st.set_defaults(func=cmd_stream)
-
-    sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
-    sub.add_parser("datasets", help="list data sources and bundled datasets").set_defaults(func=cmd_datasets)
-
-    f = sub.add_parser("features", help="extract a source's per-frame features into its cache (once)")
-    f.add_argument("source", help="e.g. ucf101:data/ucf101")
-    f.add_argument("options", nargs="*", metavar="KEY=VALUE",
-                   help="source options, e.g. backbone=resnet18 weights=imagenet frames=16 split=1")
-    f.set_defaults(func=cmd_features)
 
     # `echoes data <command>`: tools that write datasets (generated videos, speech corpora...)
     d = sub.add_parser("data", help="generate datasets in the layouts of real ones")

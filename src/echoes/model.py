@@ -28,7 +28,6 @@ from .data import Dataset
 from .data.sequences import PAD_LABEL, Sequences, pad_sequences, valid_mask
 from .errors import EchoesError
 from .models import MODELS, SequenceModel, create_model
-from .models.base import DEFAULT_WINDOW, init_window, step_window
 from .registry import accepted_kwargs
 from .utils import atomic_write, git_commit
 
@@ -167,9 +166,10 @@ class Model:
     # --- streaming -----------------------------------------------------------------------------
 
     @property
-    def window(self) -> int:
-        """Steps a sliding-window model re-reads: the frames it was trained on (``data.frames``), else 16."""
-        return int(self.config.data.options().get("frames", DEFAULT_WINDOW))
+    def window(self) -> int | None:
+        """Steps a sliding-window model re-reads: the frames it was trained on (``data.frames``); None: 16."""
+        frames = self.config.data.options().get("frames")
+        return None if frames is None else int(frames)
 
     @torch.no_grad()
     def stream(self, steps: Iterable[np.ndarray], *, window: int | None = None, stride: int = 1,
@@ -181,16 +181,17 @@ class Model:
         classifier over a long video, asked about its last ``window`` steps rather than everything since
         the start)."""
         module, device = self.module.eval(), self.device
-        window = window or self.window
-        state = init_window(1, window, stride) if sliding else module.init_state(1, window, stride)
+        # SequenceModel's own methods are the sliding window, whatever the model's family does
+        init, step = (SequenceModel.init_state, SequenceModel.step) if sliding else (type(module).init_state,
+                                                                                        type(module).step)
+        state = init(module, 1, window or self.window, stride)
         for x in steps:
             x = np.asarray(x, np.float32).reshape(-1)
             if x.shape[0] != self.input_size:
                 raise EchoesError(f"a step has {x.shape[0]} values; this model takes {self.input_size} per step")
             if self.feature_mean is not None:
                 x = ((x - self.feature_mean) / self.feature_std).astype(np.float32)
-            x_t = torch.from_numpy(x[None]).to(device)
-            logits, state = step_window(module, x_t, state) if sliding else module.step(x_t, state)
+            logits, state = step(module, torch.from_numpy(x[None]).to(device), state)
             yield logits[0].float().cpu().numpy()
 
     # --- saving and loading ---------------------------------------------------------------------

@@ -26,6 +26,44 @@ def step_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
     return torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]
 
 
+# --- streaming: one step at a time ------------------------------------------------------------
+
+DEFAULT_WINDOW = 16  # steps a sliding window keeps when neither the caller nor the config says
+
+
+@dataclass
+class WindowState:
+    """The last ``window`` steps of a stream, and the logits of the last re-read."""
+
+    window: int
+    stride: int
+    steps: deque = field(default_factory=deque)
+    seen: int = 0
+    logits: torch.Tensor | None = None
+
+
+def init_window(batch: int, window: int | None = None, stride: int = 1) -> WindowState:  # noqa: ARG001
+    """A sliding window: ``window`` steps (default 16) re-read every ``stride`` steps."""
+    window = DEFAULT_WINDOW if window is None else int(window)
+    if window < 1 or stride < 1:
+        raise ValueError(f"a sliding window needs window >= 1 and stride >= 1, got {window}, {stride}")
+    return WindowState(window, int(stride), deque(maxlen=window))
+
+
+def step_window(model: nn.Module, x_t: torch.Tensor, state: WindowState) -> tuple[torch.Tensor, WindowState]:
+    """Add one step ``[B, F]``; at the first step and every ``stride`` steps run ``model`` over the window
+    (its last step's logits when framewise), in between repeat the last logits. With ``stride`` equal to
+    ``window`` the windows tile the stream (steps 1–W, W+1–2W, ...)."""
+    state.steps.append(x_t)
+    state.seen += 1
+    if state.logits is None or state.seen % state.stride == 0:
+        x = torch.stack(tuple(state.steps), 1)
+        lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+        logits = model(x, lengths)
+        state.logits = logits[:, -1] if logits.dim() == 3 else logits
+    return state.logits, state
+
+
 class SequenceModel(nn.Module):
     """Base class: subclasses set ``family``, build ``readout`` and define ``features``."""
 
@@ -92,41 +130,3 @@ class AveragedReadout(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         blocks = features.split(self.sizes, dim=-1)
         return torch.stack([m(f) for m, f in zip(self.members, blocks, strict=True)]).mean(0)
-
-
-# --- streaming: one step at a time ------------------------------------------------------------
-
-DEFAULT_WINDOW = 16  # steps a sliding window keeps when neither the caller nor the config says
-
-
-@dataclass
-class WindowState:
-    """The last ``window`` steps of a stream, and the logits of the last re-read."""
-
-    window: int
-    stride: int
-    steps: deque = field(default_factory=deque)
-    seen: int = 0
-    logits: torch.Tensor | None = None
-
-
-def init_window(batch: int, window: int | None = None, stride: int = 1) -> WindowState:  # noqa: ARG001
-    """A sliding window: ``window`` steps (default 16) re-read every ``stride`` steps."""
-    window = DEFAULT_WINDOW if window is None else int(window)
-    if window < 1 or stride < 1:
-        raise ValueError(f"a sliding window needs window >= 1 and stride >= 1, got {window}, {stride}")
-    return WindowState(window, int(stride), deque(maxlen=window))
-
-
-def step_window(model: nn.Module, x_t: torch.Tensor, state: WindowState) -> tuple[torch.Tensor, WindowState]:
-    """Add one step ``[B, F]``; at the first step and every ``stride`` steps run ``model`` over the window
-    (its last step's logits when framewise), in between repeat the last logits. With ``stride`` equal to
-    ``window`` the windows tile the stream (steps 1–W, W+1–2W, ...)."""
-    state.steps.append(x_t)
-    state.seen += 1
-    if state.logits is None or state.seen % state.stride == 0:
-        x = torch.stack(tuple(state.steps), 1)
-        lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
-        logits = model(x, lengths)
-        state.logits = logits[:, -1] if logits.dim() == 3 else logits
-    return state.logits, state

@@ -18,11 +18,8 @@ updated: padded steps cost nothing and leave a sequence's state unchanged.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -280,6 +277,50 @@ class _Pooled:
         return torch.cat(parts, dim=1)
 
 
+class OnlinePool:
+    """:class:`Pooling` of one stream of states [D, B], updated one step at a time.
+
+    Gives after every step what the forward pass gives for the sequence so far. ``last`` and
+    ``mean`` keep constant memory; ``times`` keeps the states from the washout on (its picks
+    move as the sequence grows).
+    """
+
+    def __init__(self, model: EchoStateNetwork) -> None:
+        self.model = model
+        self.seen = 0
+        self.last: torch.Tensor | None = None
+        self.sum: torch.Tensor | None = None
+        self.count = 0
+        self.history: list[torch.Tensor] = []
+
+    def add(self, h: torch.Tensor) -> None:
+        m = self.model
+        self.last = h.clone()
+        if self.seen >= m.washout:
+            if m.pooling in ("mean", "last_mean"):
+                self.sum = self.last if self.sum is None else self.sum + h
+                self.count += 1
+            if m.pooling == "times":
+                self.history.append(self.last)
+        self.seen += 1
+
+    def result(self) -> torch.Tensor:
+        """[B, slots·D] (framewise: [B, D])."""
+        m, last = self.model, self.last.T.float()
+        if m.framewise or m.pooling == "last":
+            return last
+        mean = self.sum.T.float() / self.count if self.count else last  # within the washout: last step
+        if m.pooling == "mean":
+            return mean
+        if m.pooling == "last_mean":
+            return torch.cat([last, mean], 1)
+        span = len(self.history)
+        if not span:  # within the washout every pick is the last step
+            return torch.cat([last] * m.num_times, 1)
+        return torch.cat([self.history[-(-span * (j + 1) // m.num_times) - 1].T.float()  # ⌈span·(j+1)/n⌉ - 1
+                          for j in range(m.num_times)], 1)
+
+
 # --- the model ---------------------------------------------------------------------
 
 
@@ -325,30 +366,32 @@ class EchoStateNetwork(SequenceModel):
             feats = self._sorted_features(x[order].to(self.dtype), lengths[order])
             return feats[torch.argsort(order)]
 
-    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> Any:
+    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> object:
+        """(states h [N, B] per member and layer, their OnlinePools, the input's OnlinePool or None)."""
         if self.bidirectional:  # reads each sequence from its end too: only a sliding window can stream it
             return super().init_state(batch, window, stride)
         like = self.members[0][0].w
-        return ReservoirState([[like.new_zeros(layer.units, batch) for layer in layers] for layers in self.members],
-                              [[OnlinePool(self) for _ in layers] for layers in self.members],
-                              OnlinePool(self) if self.concat_input else None)
+        return ([[like.new_zeros(layer.units, batch) for layer in layers] for layers in self.members],
+                [[OnlinePool(self) for _ in layers] for layers in self.members],
+                OnlinePool(self) if self.concat_input else None)
 
     @torch.no_grad()
-    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+    def step(self, x_t: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
         """One step of every reservoir (the same ``run`` as the forward pass), then the pooled readout."""
         if self.bidirectional:
             return super().step(x_t, state)
+        states, pools, inputs = state
         with torch.autocast(x_t.device.type, enabled=False):
             u = x_t.to(self.dtype).T[None]  # [1, F, B]
-            if state.inputs is not None:
-                state.inputs.add(u[0])
+            if inputs is not None:
+                inputs.add(u[0])
             blocks = []
-            for layers, hs, pools in zip(self.members, state.states, state.pools, strict=True):
+            for layers, hs, member_pools in zip(self.members, states, pools, strict=True):
                 z = u
-                for i, (layer, pool) in enumerate(zip(layers, pools, strict=True)):
-                    z = layer.run(layer.drive(z), hs[i], [z.shape[2]])
-                    pool.add(hs[i])
-                parts = [p.result() for p in pools] + ([state.inputs.result()] if state.inputs else [])
+                for layer, h, pool in zip(layers, hs, member_pools, strict=True):
+                    z = layer.run(layer.drive(z), h, [z.shape[2]])  # h is updated in place
+                    pool.add(h)
+                parts = [p.result() for p in member_pools] + ([inputs.result()] if inputs else [])
                 blocks.append(torch.cat(parts, -1))
             return self.readout(torch.cat(blocks, -1)), state
 
@@ -383,57 +426,6 @@ class EchoStateNetwork(SequenceModel):
                 parts.append(inputs.result())
             blocks.append(torch.cat(parts, dim=-1))
         return torch.cat(blocks, dim=-1)
-
-
-class OnlinePool:
-    """:class:`Pooling` of one stream of states [D, B], updated one step at a time.
-
-    Gives after every step what the forward pass gives for the sequence so far. ``last`` and
-    ``mean`` keep constant memory; ``times`` keeps the states from the washout on (its picks
-    move as the sequence grows).
-    """
-
-    def __init__(self, model: EchoStateNetwork) -> None:
-        self.model = model
-        self.seen = 0
-        self.last: torch.Tensor | None = None
-        self.sum: torch.Tensor | None = None
-        self.count = 0
-        self.history: list[torch.Tensor] = []
-
-    def add(self, h: torch.Tensor) -> None:
-        m = self.model
-        self.last = h.clone()
-        if self.seen >= m.washout:
-            if m.pooling in ("mean", "last_mean"):
-                self.sum = self.last if self.sum is None else self.sum + h
-                self.count += 1
-            if m.pooling == "times":
-                self.history.append(self.last)
-        self.seen += 1
-
-    def result(self) -> torch.Tensor:
-        """[B, slots·D] (framewise: [B, D])."""
-        m, last = self.model, self.last.T.float()
-        if m.framewise or m.pooling == "last":
-            return last
-        mean = self.sum.T.float() / self.count if self.count else last  # within the washout: last step
-        if m.pooling == "mean":
-            return mean
-        if m.pooling == "last_mean":
-            return torch.cat([last, mean], 1)
-        span = len(self.history)
-        if not span:  # within the washout every pick is the last step
-            return torch.cat([last] * m.num_times, 1)
-        return torch.cat([self.history[math.ceil(span * (j + 1) / m.num_times) - 1].T.float()
-                          for j in range(m.num_times)], 1)
-
-
-@dataclass
-class ReservoirState:
-    states: list[list[torch.Tensor]]  # per member, per layer: h [N, B]
-    pools: list[list[OnlinePool]]
-    inputs: OnlinePool | None  # concat_input
 
 
 def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: int,

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -196,13 +195,13 @@ class LSNN(SequenceModel):
             return torch.cat([fwd, bwd], -1)
         return self.pick(leaky_filter(z, self.kappa), lengths)
 
-    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> Any:
+    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> object:
         if self.bidirectional:  # reads the sequence from its end: only a sliding window can stream it
             return super().init_state(batch, window, stride)
         like = self.readout.weight
         return self.layers[0].initial_state(batch, like), like.new_zeros(batch, self.layers[0].hidden_size)
 
-    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+    def step(self, x_t: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
         """One step of the neurons and of the readout's leaky trace ζ."""
         if self.bidirectional:
             return super().step(x_t, state)

@@ -20,7 +20,6 @@ cut into small chunks so a large ``train.eval_batch_size`` does not exhaust memo
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
@@ -101,10 +100,10 @@ class FrameCNN(ClipModel):
         frames[valid] = self.backbone(clips[valid]).to(clips.dtype)  # padded frames stay zero
         return self.temporal.features(frames, lengths)
 
-    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> Any:
+    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> object:
         return self.temporal.init_state(batch, window, stride)
 
-    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+    def step(self, x_t: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
         """Each frame through the CNN once; the temporal model streams the features (a window re-reads them)."""
         frame = self.clips(x_t[:, None], torch.ones(len(x_t), dtype=torch.long))[:, 0]
         return self.temporal.step(self.backbone(frame).to(frame.dtype), state)
