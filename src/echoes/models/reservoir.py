@@ -358,14 +358,6 @@ class EchoStateNetwork(SequenceModel):
     def dtype(self) -> torch.dtype:
         return self.members[0][0].w.dtype
 
-    @torch.no_grad()
-    def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):  # states stay in full precision
-            lengths = lengths.to(x.device)
-            order = torch.argsort(lengths, descending=True, stable=True)
-            feats = self._sorted_features(x[order].to(self.dtype), lengths[order])
-            return feats[torch.argsort(order)]
-
     def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> object:
         """(states h [N, B] per member and layer, their OnlinePools, the input's OnlinePool or None)."""
         if self.bidirectional:  # reads each sequence from its end too: only a sliding window can stream it
@@ -394,6 +386,14 @@ class EchoStateNetwork(SequenceModel):
                 parts = [p.result() for p in member_pools] + ([inputs.result()] if inputs else [])
                 blocks.append(torch.cat(parts, -1))
             return self.readout(torch.cat(blocks, -1)), state
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):  # states stay in full precision
+            lengths = lengths.to(x.device)
+            order = torch.argsort(lengths, descending=True, stable=True)
+            feats = self._sorted_features(x[order].to(self.dtype), lengths[order])
+            return feats[torch.argsort(order)]
 
     def _sorted_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Features of a batch sorted by decreasing length, so running sequences are a prefix."""
