@@ -354,10 +354,6 @@ class EchoStateNetwork(SequenceModel):
         self.readout = nn.Linear(sizes[0], num_classes) if len(sizes) == 1 else AveragedReadout(
             sizes, num_classes)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.members[0][0].w.dtype
-
     def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> object:
         """(states h [N, B] per member and layer, their OnlinePools, the input's OnlinePool or None)."""
         if self.bidirectional:  # reads each sequence from its end too: only a sliding window can stream it
@@ -386,6 +382,10 @@ class EchoStateNetwork(SequenceModel):
                 parts = [p.result() for p in member_pools] + ([inputs.result()] if inputs else [])
                 blocks.append(torch.cat(parts, -1))
             return self.readout(torch.cat(blocks, -1)), state
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.members[0][0].w.dtype
 
     @torch.no_grad()
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
