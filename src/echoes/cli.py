@@ -140,6 +140,25 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {page}")
 
 
+def cmd_stream(args: argparse.Namespace) -> None:
+    from .model import load_model
+    from .stream import StreamOptions, parse_size, run_stream
+
+    opts = StreamOptions(
+        top_k=args.top_k, average=args.average, ema=args.ema, threshold=args.threshold, every=args.every,
+        frame_step=args.frame_step, window=args.window, stride=args.stride, sliding=args.sliding,
+        realtime=args.realtime, frame_size=parse_size(args.frame_size, "--frame-size"), fps=args.fps,
+        stdin_format=args.stdin_format, camera_size=args.camera_size, camera_fps=args.camera_fps,
+        out=args.out, timeline=args.timeline)
+    summary = run_stream(load_model(args.model, tracking_uri=args.uri), args.source, opts, device=args.device)
+    print(json.dumps({"summary": summary}), flush=True)
+    p50, p99 = summary["latency_ms_p50"], summary["latency_ms_p99"]
+    print(f"{'interrupted: ' if summary['interrupted'] else ''}{summary['steps']} steps of {summary['frames']} frames "
+          f"in {summary['seconds']:.2f}s ({summary['steps_per_second'] or 0:.1f}/s), latency p50 "
+          f"{p50 if p50 is not None else '-'} ms, p99 {p99 if p99 is not None else '-'} ms"
+          + (f", {summary['dropped']} dropped" if summary["dropped"] else ""), file=sys.stderr)
+
+
 def cmd_make_speech(args: argparse.Namespace) -> None:
     from .data.speech.make_speech import make_speech
 
@@ -189,25 +208,6 @@ def cmd_features(args: argparse.Namespace) -> None:
             value = f"{value:.1f}"
         if isinstance(value, str | int | bool):
             print(f"  {key}: {value}")
-
-
-def cmd_stream(args: argparse.Namespace) -> None:
-    from .model import load_model
-    from .stream import StreamOptions, parse_size, run_stream
-
-    opts = StreamOptions(
-        top_k=args.top_k, average=args.average, ema=args.ema, threshold=args.threshold, every=args.every,
-        frame_step=args.frame_step, window=args.window, stride=args.stride, sliding=args.sliding,
-        realtime=args.realtime, frame_size=parse_size(args.frame_size, "--frame-size"), fps=args.fps,
-        stdin_format=args.stdin_format, camera_size=args.camera_size, camera_fps=args.camera_fps,
-        out=args.out, timeline=args.timeline)
-    summary = run_stream(load_model(args.model, tracking_uri=args.uri), args.source, opts, device=args.device)
-    print(json.dumps({"summary": summary}), flush=True)
-    p50, p99 = summary["latency_ms_p50"], summary["latency_ms_p99"]
-    print(f"{'interrupted: ' if summary['interrupted'] else ''}{summary['steps']} steps of {summary['frames']} frames "
-          f"in {summary['seconds']:.2f}s ({summary['steps_per_second'] or 0:.1f}/s), latency p50 "
-          f"{p50 if p50 is not None else '-'} ms, p99 {p99 if p99 is not None else '-'} ms"
-          + (f", {summary['dropped']} dropped" if summary["dropped"] else ""), file=sys.stderr)
 
 
 def cmd_models(args: argparse.Namespace) -> None:  # noqa: ARG001
