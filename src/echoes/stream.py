@@ -409,7 +409,7 @@ def run_stream(model: Model, source: str, opts: StreamOptions, *, emit: Callable
                 label, score = (top[0][0], float(p[order[0]])) if top else (None, float(p[order[0]]))
                 timeline.add(frame, label, score)
                 elapsed = time.perf_counter() - start
-                shown_rate = steps / elapsed if elapsed > 0 else 0.0
+                shown_rate = decoded / elapsed if elapsed > 0 else 0.0  # frames read (and stepped) per second
                 if (steps - 1) % opts.every == 0:
                     emit({"frame": frame.index, "time": round(frame.time, 4), "label": label, "top": top,
                           "latency_ms": round(latency * 1e3, 3)})
