@@ -7,9 +7,11 @@
    small_cnn backbone, standardisation, the model's ``step`` — for small_cnn + esn / lstm / gru /
    lmu / lsnn / transformer (a 16-step window re-read every frame), each at its defaults (8 classes).
    p50 / p99 of the per-frame latency, and frames/s sustained over the whole run (after 10 warm-up
-   frames). ``--resnet`` adds resnet18 (weights none: the same cost as ImageNet's) + esn at 224 px.
+   frames), and the CPU time per frame (all threads; median) — the figure a loaded machine
+   disturbs least. ``--resnet`` adds resnet18 (weights none: the same cost as ImageNet's) + esn at 224 px.
 2. memory: the temporal model alone stepped ``--long`` times on feature vectors; the bytes its
-   streaming state holds after 100 steps and at the end (exact), and the process RSS at both points.
+   streaming state holds after 100 steps and at the end (exact), and the process RSS at both points
+   (``--long 0`` skips it).
 
 The machine is shared: the load average is printed with the numbers.
 """
@@ -42,24 +44,27 @@ def fitted(name: str, features: str = "small_cnn", size: int = 64) -> Model:
     return Model(module, cfg, CLASSES, np.zeros(dim), np.ones(dim))
 
 
-def latency(model: Model, frames: list[np.ndarray], device: str) -> dict[str, float]:
+def latency(model: Model, frames: list[np.ndarray], device: str, step: bool = True) -> dict[str, float]:
+    """Per-frame timings; ``step=False``: the frame pipeline alone (resize, crop, backbone)."""
     model.module.to(device)
     to_vector = FrameFeatures(model, device)
     feed = Feed()
     logits = model.stream(feed)
-    times = []
+    times, cpu = [], []
     start = None
     for i, frame in enumerate(frames):
         if i == 10:
             start = time.perf_counter()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         feed.item = to_vector(frame)
-        next(logits)
+        if step:
+            next(logits)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     wall = time.perf_counter() - start
     ms = np.array(times[10:]) * 1e3
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
-            "fps": (len(frames) - 10) / wall}
+            "fps": (len(frames) - 10) / wall, "cpu": float(np.median(cpu[10:])) * 1e3}
 
 
 def state_bytes(state: object) -> int:
@@ -107,23 +112,27 @@ def main() -> None:
     p.add_argument("--long", type=int, default=10_000)
     p.add_argument("--resnet", action="store_true")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--models", nargs="+", default=["none", *TEMPORAL], choices=["none", *TEMPORAL],
+                   help="temporal models after small_cnn (none: the frame pipeline alone)")
     args = p.parse_args()
     print(bench_utils.machine())
     rng = np.random.default_rng(0)
     frames = list(rng.integers(0, 256, (args.frames, 96, 128, 3), dtype=np.uint8))
     rows = []
-    runs = [(n, "small_cnn", 64) for n in TEMPORAL] + ([("esn", "resnet18", 224)] if args.resnet else [])
+    runs = [(n, "small_cnn", 64) for n in args.models] + ([("esn", "resnet18", 224)] if args.resnet else [])
     for name, features, size in runs:
-        what = f"{features} {size}px + {name}" + (" (window 16)" if name == "transformer" else "")
-        r = latency(fitted(name, features, size), frames if features == "small_cnn" else frames[:60], args.device)
-        m = memory(name, args.long) if features == "small_cnn" else None
-        rows.append([what, f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['fps']:.0f}",
+        what = (f"{features} {size}px alone" if name == "none" else f"{features} {size}px + {name}"
+                + (" (window 16)" if name == "transformer" else ""))
+        r = latency(fitted("esn" if name == "none" else name, features, size),
+                    frames if features == "small_cnn" else frames[:60], args.device, step=name != "none")
+        m = memory(name, args.long) if features == "small_cnn" and args.long and name != "none" else None
+        rows.append([what, f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['fps']:.0f}", f"{r['cpu']:.2f}",
                      f"{m['state100'] / 1024:.1f} → {m['state_end'] / 1024:.1f}" if m else "",
                      f"{m['rss100']:.0f} → {m['rss_end']:.0f}" if m else "", bench_utils.load()])
         print(" | ".join(rows[-1]), flush=True)
     print()
     print(bench_utils.markdown_table(
-        ["frame → backbone → step", "p50 ms", "p99 ms", "frames/s",
+        ["frame → backbone → step", "p50 ms", "p99 ms", "frames/s", "CPU ms/frame",
          f"state KiB (100 → {args.long:,} steps)", f"process RSS MB (100 → {args.long:,})", "load"], rows))
 
 
