@@ -6,8 +6,9 @@
    through exactly what ``echoes stream`` does per frame — resize + centre crop to 64 px, the
    small_cnn backbone, standardisation, the model's ``step`` — for small_cnn + esn / lstm / gru /
    lmu / lsnn / transformer (a 16-step window re-read every frame), each at its defaults (8 classes).
-   p50 / p99 of the per-frame latency, and frames/s sustained over the whole run (after 10 warm-up
-   frames), and the CPU time per frame (all threads; median) — the figure a loaded machine
+   The pipelines run in interleaved rounds of 20 frames (after 10 warm-up frames each): p50 / p99
+   of the per-frame latency, frames/s sustained (frames over the summed latencies), and the CPU
+   time per frame (all threads; median) — the figure a loaded machine
    disturbs least. ``--resnet`` adds resnet18 (weights none: the same cost as ImageNet's) + esn at 224 px.
 2. memory: the temporal model alone stepped ``--long`` times on feature vectors; the bytes its
    streaming state holds after 100 steps and at the end (exact), and the process RSS at both points
@@ -32,6 +33,8 @@ from echoes.stream import Feed, FrameFeatures
 
 TEMPORAL = {"esn": {}, "lstm": {}, "gru": {}, "lmu": {}, "lsnn": {}, "transformer": {}}
 CLASSES = [f"class{i}" for i in range(8)]
+ROUND = 20  # frames per pipeline per interleaved round
+RESNET_FRAMES = 60  # resnet18 at 224 px is slow on a CPU: fewer frames
 
 
 def fitted(name: str, features: str = "small_cnn", size: int = 64) -> Model:
@@ -44,27 +47,31 @@ def fitted(name: str, features: str = "small_cnn", size: int = 64) -> Model:
     return Model(module, cfg, CLASSES, np.zeros(dim), np.ones(dim))
 
 
-def latency(model: Model, frames: list[np.ndarray], device: str, step: bool = True) -> dict[str, float]:
-    """Per-frame timings; ``step=False``: the frame pipeline alone (resize, crop, backbone)."""
-    model.module.to(device)
-    to_vector = FrameFeatures(model, device)
-    feed = Feed()
-    logits = model.stream(feed)
-    times, cpu = [], []
-    start = None
-    for i, frame in enumerate(frames):
-        if i == 10:
-            start = time.perf_counter()
-        t0, c0 = time.perf_counter(), time.process_time()
-        feed.item = to_vector(frame)
-        if step:
-            next(logits)
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    wall = time.perf_counter() - start
-    ms = np.array(times[10:]) * 1e3
-    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
-            "fps": (len(frames) - 10) / wall, "cpu": float(np.median(cpu[10:])) * 1e3}
+class Pipeline:
+    """One model behind the frame pipeline, as ``echoes stream`` runs it; ``step=False``: the frame
+    pipeline alone (resize, crop, backbone)."""
+
+    def __init__(self, model: Model, device: str, step: bool = True) -> None:
+        model.module.to(device)
+        self.to_vector, self.feed, self.step = FrameFeatures(model, device), Feed(), step
+        self.logits = model.stream(self.feed)
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def run(self, frames: list[np.ndarray], record: bool = True) -> None:
+        for frame in frames:
+            t0, c0 = time.perf_counter(), time.process_time()
+            self.feed.item = self.to_vector(frame)
+            if self.step:
+                next(self.logits)
+            if record:
+                self.wall.append(time.perf_counter() - t0)
+                self.cpu.append(time.process_time() - c0)
+
+    def result(self) -> dict[str, float]:
+        ms = np.array(self.wall) * 1e3
+        return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+                "fps": len(ms) / float(np.sum(self.wall)), "cpu": float(np.median(self.cpu)) * 1e3}
 
 
 def state_bytes(state: object) -> int:
@@ -120,20 +127,30 @@ def main() -> None:
     frames = list(rng.integers(0, 256, (args.frames, 96, 128, 3), dtype=np.uint8))
     rows = []
     runs = [(n, "small_cnn", 64) for n in args.models] + ([("esn", "resnet18", 224)] if args.resnet else [])
-    for name, features, size in runs:
+    pipes = {run: Pipeline(fitted("esn" if run[0] == "none" else run[0], run[1], run[2]), args.device,
+                           step=run[0] != "none") for run in runs}
+    for pipe in pipes.values():  # warm up (first calls allocate, pick kernels)
+        pipe.run(frames[:10], record=False)
+    # Interleaved rounds: the noise of a shared machine falls on every pipeline alike.
+    for r in range(0, args.frames, ROUND):
+        for (_, features, _), pipe in pipes.items():
+            if features == "small_cnn" or r < RESNET_FRAMES:
+                pipe.run(frames[r:r + ROUND])
+    rows = []
+    for (name, features, size), pipe in pipes.items():
+        r = pipe.result()
         what = (f"{features} {size}px alone" if name == "none" else f"{features} {size}px + {name}"
                 + (" (window 16)" if name == "transformer" else ""))
-        r = latency(fitted("esn" if name == "none" else name, features, size),
-                    frames if features == "small_cnn" else frames[:60], args.device, step=name != "none")
         m = memory(name, args.long) if features == "small_cnn" and args.long and name != "none" else None
         rows.append([what, f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['fps']:.0f}", f"{r['cpu']:.2f}",
                      f"{m['state100'] / 1024:.1f} → {m['state_end'] / 1024:.1f}" if m else "",
-                     f"{m['rss100']:.0f} → {m['rss_end']:.0f}" if m else "", bench_utils.load()])
+                     f"{m['rss100']:.0f} → {m['rss_end']:.0f}" if m else ""])
         print(" | ".join(rows[-1]), flush=True)
+    print(bench_utils.load())
     print()
     print(bench_utils.markdown_table(
         ["frame → backbone → step", "p50 ms", "p99 ms", "frames/s", "CPU ms/frame",
-         f"state KiB (100 → {args.long:,} steps)", f"process RSS MB (100 → {args.long:,})", "load"], rows))
+         f"state KiB (100 → {args.long:,} steps)", f"process RSS MB (100 → {args.long:,})"], rows))
 
 
 if __name__ == "__main__":
