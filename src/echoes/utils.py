@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
 import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -114,3 +116,32 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+# What each extra of `pip install echoes[...]` is for (pyproject.toml's optional-dependencies).
+EXTRAS = {
+    "video": "video data and models",
+    "speech": "speech (timit:) data",
+    "uea": "UEA/UCR datasets (uea:)",
+    "report": "the HTML/PNG report",
+    "sweep": "sweeps",
+    "tensorboard": "TensorBoard logging",
+}
+
+
+class MissingExtra(EchoesError):
+    """An optional package is not installed; the message names the extra that installs it."""
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import an optional package, or fail with one line naming the extra that installs it
+    (``require("aeon", "uea")`` → ``pip install 'echoes[uea]'``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        top = module.split(".")[0]
+        if e.name is not None and e.name.split(".")[0] != top:  # installed, but one of its own imports failed
+            why = f"'{top}' is installed but does not import ({type(e).__name__}: {e})"
+        else:
+            why = f"'{top}' is not installed"
+        raise MissingExtra(f"{EXTRAS[extra]}: {why} — pip install 'echoes[{extra}]'") from None

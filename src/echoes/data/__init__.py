@@ -1,8 +1,10 @@
 """Data sources, named ``KIND:NAME`` (``uea:BasicMotions``, ``npz:path.npz``...).
 
-A source is one file in this package with a function decorated by
-``@register_source("kind")``; it returns :class:`SourceData` and everything
-shared — validation split, standardisation, checks — happens here once.
+A source is one file in this package, listed in :data:`SOURCE_MODULES`, with a
+function decorated by ``@register_source("kind")`` (other packages: the
+``echoes.data`` entry-point group); it returns :class:`SourceData` and everything
+shared — validation split, standardisation, checks — happens here once. Its
+keyword parameters are its ``data.*`` options, checked against their annotations.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from ..errors import EchoesError
 from ..registry import Registry
 from .sequences import Dataset, Sequences, check_finite, standardize, stratified_split
 
-SOURCES = Registry("data source", "echoes.data")
+SOURCE_MODULES = ("synthetic", "npz", "uea", "ucf101", "timit")
+SOURCES = Registry("data source", "data", [f"{__name__}.{m}" for m in SOURCE_MODULES], group="echoes.data",
+                   context=("name", "seed"))
 
 
 def register_source(kind: str, examples: Callable[[], list[str]] | None = None):

@@ -22,10 +22,11 @@ import math
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..errors import EchoesError
-from . import register_model
+from . import Options, register_model
 from .base import SequenceModel
 
 
@@ -94,14 +95,29 @@ class LegendreMemory(nn.Module):
         return torch.fft.irfft(U[..., None] * H[None, :, None, :], n=n, dim=1)[:, :t]
 
 
+class MemoryOptions(Options):
+    """Hyperparameters of both LMUs."""
+
+    hidden_size: int = Field(128, ge=1, description="hidden units")
+    order: int = Field(16, ge=1, description="Legendre coefficients per memory channel (d)")
+    theta: float = Field(32.0, gt=0, description="length of the remembered window, in steps (θ)")
+    memory_channels: int = Field(1, ge=1, description="input projections remembered (q)")
+
+
+class LMUOptions(MemoryOptions):
+    """The stepped LMU's feedback into the memory's input."""
+
+    hidden_to_memory: bool = Field(True, description="the hidden state feeds the memory's input (e_h)")
+    memory_to_memory: bool = Field(True, description="the memory feeds its own input (e_m)")
+
+
 class LMU(SequenceModel):
     """The LMU cell of Voelker et al. (2019), stepped through time."""
 
     family = "lmu"
 
-    def __init__(self, input_size: int, num_classes: int, framewise: bool = False, *, hidden_size: int = 128,
-                 order: int = 16, theta: float = 32.0, memory_channels: int = 1,
-                 hidden_to_memory: bool = True, memory_to_memory: bool = True) -> None:
+    def __init__(self, input_size: int, num_classes: int, framewise: bool, *, hidden_size: int, order: int,
+                 theta: float, memory_channels: int, hidden_to_memory: bool, memory_to_memory: bool) -> None:
         super().__init__(input_size, num_classes, framewise)
         self.memory = LegendreMemory(order, theta)
         q, dm = memory_channels, memory_channels * order
@@ -162,8 +178,8 @@ class LMUFFT(SequenceModel):
 
     family = "lmu"
 
-    def __init__(self, input_size: int, num_classes: int, framewise: bool = False, *, hidden_size: int = 128,
-                 order: int = 16, theta: float = 32.0, memory_channels: int = 1) -> None:
+    def __init__(self, input_size: int, num_classes: int, framewise: bool, *, hidden_size: int, order: int,
+                 theta: float, memory_channels: int) -> None:
         super().__init__(input_size, num_classes, framewise)
         self.memory = LegendreMemory(order, theta)
         self.e_x = nn.Linear(input_size, memory_channels, bias=False)
@@ -188,19 +204,7 @@ class LMUFFT(SequenceModel):
         return self.readout(torch.tanh(self.hidden(torch.cat([x_t, m.flatten(1)], -1)))), m
 
 
-@register_model("lmu")
-def lmu(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 128, order: int = 16,
-        theta: float = 32.0, memory_channels: int = 1, hidden_to_memory: bool = True,
-        memory_to_memory: bool = True) -> LMU:
-    """Legendre Memory Unit (Voelker et al. 2019): order-d Legendre memory over θ steps + tanh hidden."""
-    return LMU(input_size, num_classes, framewise, hidden_size=hidden_size, order=order, theta=theta,
-               memory_channels=memory_channels, hidden_to_memory=hidden_to_memory,
-               memory_to_memory=memory_to_memory)
-
-
-@register_model("lmu_fft")
-def lmu_fft(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 128, order: int = 16,
-            theta: float = 32.0, memory_channels: int = 1) -> LMUFFT:
-    """Parallel LMU: memory depends only on the input, computed for all steps by FFT convolution."""
-    return LMUFFT(input_size, num_classes, framewise, hidden_size=hidden_size, order=order, theta=theta,
-                  memory_channels=memory_channels)
+register_model("lmu", options=LMUOptions, doc="Legendre Memory Unit (Voelker et al. 2019): order-d Legendre "
+               "memory over θ steps + tanh hidden.")(LMU)
+register_model("lmu_fft", options=MemoryOptions, doc="Parallel LMU: memory depends only on the input, computed "
+               "for all steps by FFT convolution.")(LMUFFT)

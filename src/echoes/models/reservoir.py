@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..errors import EchoesError, unknown
-from . import register_model
-from .base import AveragedReadout, SequenceModel
+from . import Options, register_model
+from .base import AveragedReadout, SequenceModel, reverse_valid
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh_,
@@ -35,7 +37,6 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu_,
     "identity": lambda z: z,
 }
-POOLINGS = ("last", "mean", "last_mean", "times")
 
 # Up to this size the spectral radius comes from all eigenvalues (LAPACK, exact);
 # above it from ARPACK's 8 largest-magnitude eigenvalues (one alone is unreliable on
@@ -179,12 +180,6 @@ def make_layer(n_in: int, units: int, *, rng: np.random.Generator, spectral_radi
                bias_scaling: float, leak_rate: float, activation: str, effective_radius: bool,
                sparse: bool | None, dtype: torch.dtype) -> ReservoirLayer:
     """Draw one reservoir; W is rescaled to exactly the spectral radius asked for."""
-    if units < 1:
-        raise EchoesError(f"units must be at least 1, got {units}")
-    if not 0 < leak_rate <= 1:
-        raise EchoesError(f"leak_rate must be in (0, 1], got {leak_rate}")
-    if activation not in ACTIVATIONS:
-        raise unknown("activation", activation, ACTIVATIONS)
     w = random_matrix(units, units, connectivity, rng, "normal")
     w *= radius_scale(eigenvalues(w), spectral_radius, leak_rate, effective_radius)
     w_in = random_matrix(units, n_in, input_connectivity, rng) * input_scaling
@@ -196,14 +191,6 @@ def make_layer(n_in: int, units: int, *, rng: np.random.Generator, spectral_radi
 
 
 # --- readout features --------------------------------------------------------------
-
-
-def reverse_valid(z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Each sequence's valid steps in reverse order; [B, T, D]. Its own inverse."""
-    t = torch.arange(z.shape[1], device=z.device)[None, :]
-    last = lengths.to(z.device)[:, None] - 1
-    idx = torch.where(t <= last, last - t, t)
-    return z.gather(1, idx[:, :, None].expand_as(z))
 
 
 class Pooling:
@@ -336,14 +323,9 @@ class EchoStateNetwork(SequenceModel):
     default_learner = "ridge"
 
     def __init__(self, input_size: int, num_classes: int, framewise: bool, *,
-                 members: list[list[ReservoirLayer]], pooling: str = "last_mean",
-                 num_times: int = 4, washout: int = 0, concat_input: bool = False,
-                 bidirectional: bool = False) -> None:
+                 members: list[list[ReservoirLayer]], pooling: str, num_times: int, washout: int,
+                 concat_input: bool, bidirectional: bool) -> None:
         super().__init__(input_size, num_classes, framewise)
-        if pooling not in POOLINGS:
-            raise unknown("pooling", pooling, POOLINGS)
-        if num_times < 1 or washout < 0:
-            raise EchoesError(f"need num_times >= 1 and washout >= 0, got {num_times}, {washout}")
         self.members = nn.ModuleList(nn.ModuleList(layers) for layers in members)
         self.pooling, self.num_times, self.washout = pooling, num_times, washout
         self.concat_input, self.bidirectional = concat_input, bidirectional
@@ -428,6 +410,32 @@ class EchoStateNetwork(SequenceModel):
         return torch.cat(blocks, dim=-1)
 
 
+class ESNOptions(Options):
+    """Hyperparameters of every reservoir model; ``esn``, ``deep_esn`` and ``esn_ensemble`` differ in defaults."""
+
+    units: int = Field(500, ge=1, description="reservoir neurons (per layer)")
+    spectral_radius: float = Field(0.9, gt=0, description="largest |eigenvalue| of W: memory vs. stability")
+    connectivity: float = Field(0.1, gt=0, le=1, description="share of nonzero recurrent weights")
+    input_scaling: float | None = Field(None, gt=0, description="scale of W_in (null: 1/√(inputs per unit))")
+    input_connectivity: float = Field(1.0, gt=0, le=1, description="share of nonzero input weights")
+    bias_scaling: float = Field(1.0, ge=0, description="scale of the random bias")
+    leak_rate: float = Field(0.1, gt=0, le=1, description="a in h ← (1-a)h + a·f(...): small = slow units")
+    activation: Literal["tanh", "sigmoid", "relu", "identity"] = Field("tanh", description="f")
+    effective_radius: bool = Field(False, description="scale the leaky update's radius, not W's own")
+    num_reservoirs: int = Field(1, ge=1, description="stacked layers (DeepESN), all read out")
+    coupling_strength: float = Field(1.0, ge=0, description="scale of the weights from one layer to the next")
+    members: int = Field(1, ge=1, description="independent reservoirs, one readout each, outputs averaged")
+    pooling: Literal["last", "mean", "last_mean", "times"] = Field(
+        "last_mean", description="readout features: last state, mean state, both, or num_times states")
+    num_times: int = Field(4, ge=1, description="pooling=times: evenly spaced states read out")
+    washout: int = Field(0, ge=0, description="first steps left out of the mean")
+    concat_input: bool = Field(False, description="the readout also sees the input")
+    bidirectional: bool = Field(False, description="a second pass reads each sequence backwards")
+    sparse: bool | None = Field(None, description="CSR W on CPU (null: when connectivity <= 0.1 and units >= 200)")
+    dtype: Literal["float32", "float64"] = Field("float32", description="precision of the states")
+    seed: int = Field(0, description="draws the reservoir")
+
+
 def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: int,
               num_reservoirs: int, units: int, spectral_radius: float, connectivity: float,
               input_scaling: float | None, input_connectivity: float, bias_scaling: float,
@@ -435,9 +443,14 @@ def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: in
               coupling_strength: float, pooling: str, num_times: int, washout: int,
               concat_input: bool, bidirectional: bool, sparse: bool | None, dtype: str,
               seed: int) -> EchoStateNetwork:
-    """Draw members × num_reservoirs reservoirs from independent streams of the seed."""
-    if members < 1 or num_reservoirs < 1:
-        raise EchoesError(f"need members >= 1 and num_reservoirs >= 1, got {members}, {num_reservoirs}")
+    """Echo state network (the seed's SimpleESN): one fixed sparse reservoir, ridge readout.
+
+    Draws members × num_reservoirs reservoirs from independent streams of the seed.
+    ``input_scaling`` None scales W_in by 1/√(inputs per unit), so any number of
+    standardised features drives the units alike. The spectral radius is exact: all
+    eigenvalues up to 1000 units, ARPACK above. Layer l > 1 of a DeepESN is driven by
+    layer l-1 through dense weights uniform in ±coupling_strength/√units.
+    """
     torch_dtype = to_dtype(dtype)
     if input_scaling is None:  # a standardised input drives each unit with variance ~1/3
         input_scaling = 1.0 / np.sqrt(max(1.0, input_size * input_connectivity))
@@ -461,76 +474,8 @@ def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: in
                             bidirectional=bidirectional)
 
 
-@register_model("esn")
-def esn(input_size: int, num_classes: int, framewise: bool = False, units: int = 500,
-        spectral_radius: float = 0.9, connectivity: float = 0.1, input_scaling: float | None = None,
-        input_connectivity: float = 1.0, bias_scaling: float = 1.0, leak_rate: float = 0.1,
-        activation: str = "tanh", effective_radius: bool = False, pooling: str = "last_mean",
-        num_times: int = 4, washout: int = 0, concat_input: bool = False,
-        bidirectional: bool = False, sparse: bool | None = None, dtype: str = "float32",
-        seed: int = 0) -> EchoStateNetwork:
-    """Echo state network (the seed's SimpleESN): one fixed sparse reservoir, ridge readout.
-
-    ``input_scaling`` None scales W_in by 1/√(inputs per unit), so any number of
-    standardised features drives the units alike. ``pooling``: last, mean, last_mean,
-    times (``num_times`` evenly spaced states). ``sparse`` None: CSR on CPU when
-    connectivity <= 0.1 and units >= 200. Spectral radius exact: all eigenvalues up to
-    1000 units, ARPACK above.
-    """
-    return build_esn(input_size, num_classes, framewise, members=1, num_reservoirs=1, units=units,
-                     spectral_radius=spectral_radius, connectivity=connectivity,
-                     input_scaling=input_scaling, input_connectivity=input_connectivity,
-                     bias_scaling=bias_scaling, leak_rate=leak_rate, activation=activation,
-                     effective_radius=effective_radius, coupling_strength=1.0, pooling=pooling,
-                     num_times=num_times, washout=washout, concat_input=concat_input,
-                     bidirectional=bidirectional, sparse=sparse, dtype=dtype, seed=seed)
-
-
-@register_model("deep_esn")
-def deep_esn(input_size: int, num_classes: int, framewise: bool = False, num_reservoirs: int = 3,
-             units: int = 300, coupling_strength: float = 1.0, spectral_radius: float = 0.9,
-             connectivity: float = 0.1, input_scaling: float | None = None,
-             input_connectivity: float = 1.0, bias_scaling: float = 1.0, leak_rate: float = 0.1,
-             activation: str = "tanh", effective_radius: bool = False, pooling: str = "last_mean",
-             num_times: int = 4, washout: int = 0, concat_input: bool = False,
-             bidirectional: bool = False, sparse: bool | None = None, dtype: str = "float32",
-             seed: int = 0) -> EchoStateNetwork:
-    """DeepESN (Gallicchio & Micheli): stacked reservoirs, the readout sees every layer's states.
-
-    Layer l > 1 is driven by layer l-1 through dense weights uniform in
-    ±coupling_strength/√units; each layer's W is rescaled to ``spectral_radius``.
-    ``units`` is per layer; the other options are as for ``esn``.
-    """
-    return build_esn(input_size, num_classes, framewise, members=1, num_reservoirs=num_reservoirs,
-                     units=units, spectral_radius=spectral_radius, connectivity=connectivity,
-                     input_scaling=input_scaling, input_connectivity=input_connectivity,
-                     bias_scaling=bias_scaling, leak_rate=leak_rate, activation=activation,
-                     effective_radius=effective_radius, coupling_strength=coupling_strength,
-                     pooling=pooling, num_times=num_times, washout=washout,
-                     concat_input=concat_input, bidirectional=bidirectional, sparse=sparse,
-                     dtype=dtype, seed=seed)
-
-
-@register_model("esn_ensemble")
-def esn_ensemble(input_size: int, num_classes: int, framewise: bool = False, members: int = 5,
-                 num_reservoirs: int = 1, units: int = 500, coupling_strength: float = 1.0,
-                 spectral_radius: float = 0.9, connectivity: float = 0.1,
-                 input_scaling: float | None = None, input_connectivity: float = 1.0,
-                 bias_scaling: float = 1.0, leak_rate: float = 0.1, activation: str = "tanh",
-                 effective_radius: bool = False, pooling: str = "last_mean", num_times: int = 4,
-                 washout: int = 0, concat_input: bool = False, bidirectional: bool = False,
-                 sparse: bool | None = None, dtype: str = "float32",
-                 seed: int = 0) -> EchoStateNetwork:
-    """Ensemble of independent ESNs (or DeepESNs), one readout each, outputs averaged.
-
-    ``members`` reservoirs drawn from independent streams of the seed; ridge fits each
-    member's readout on its own states, with one λ chosen for the averaged output.
-    """
-    return build_esn(input_size, num_classes, framewise, members=members,
-                     num_reservoirs=num_reservoirs, units=units, spectral_radius=spectral_radius,
-                     connectivity=connectivity, input_scaling=input_scaling,
-                     input_connectivity=input_connectivity, bias_scaling=bias_scaling,
-                     leak_rate=leak_rate, activation=activation, effective_radius=effective_radius,
-                     coupling_strength=coupling_strength, pooling=pooling, num_times=num_times,
-                     washout=washout, concat_input=concat_input, bidirectional=bidirectional,
-                     sparse=sparse, dtype=dtype, seed=seed)
+register_model("esn", options=ESNOptions)(build_esn)
+register_model("deep_esn", options=ESNOptions, num_reservoirs=3, units=300, doc=(
+    "DeepESN (Gallicchio & Micheli): stacked reservoirs, the readout sees every layer's states."))(build_esn)
+register_model("esn_ensemble", options=ESNOptions, members=5, doc=(
+    "Ensemble of independent ESNs (or DeepESNs), one readout each, outputs averaged."))(build_esn)

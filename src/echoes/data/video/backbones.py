@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ...errors import EchoesError, unknown
+from ...utils import require
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -111,6 +112,7 @@ def load_weights(enum_weights) -> dict:  # noqa: ANN001 (a torchvision Weights m
 
 def _torchvision(name: str, dim: int) -> Callable[[str], Backbone]:
     def build(weights: str) -> Backbone:
+        require("torchvision", "video")
         from torchvision import models
 
         net = getattr(models, name)(weights=None)
