@@ -33,9 +33,10 @@ from typing import IO, Any
 import numpy as np
 
 from .data import parse_source
+from .data.video.decode import to_rgb
 from .errors import EchoesError
 from .model import Model, softmax
-from .utils import atomic_write, check_output
+from .utils import atomic_write, check_output, require
 
 VIDEO_SOURCES = ("ucf101",)
 AUDIO_SOURCES = ("timit",)
@@ -82,7 +83,7 @@ def input_kind(model: Model) -> str:
 
 def open_container(source: str, camera_size: str | None = None, camera_fps: float | None = None) -> Any:
     """A PyAV container for a file, a URL or a camera; one line naming the problem when it cannot open."""
-    import av
+    av = require("av", "video")
 
     camera = source.startswith("/dev/video")
     try:
@@ -105,7 +106,7 @@ def open_container(source: str, camera_size: str | None = None, camera_fps: floa
 
 def video_frames(container: Any) -> Iterator[Frame]:
     """Decoded frames with their times; a stream that breaks mid-way raises EchoesError."""
-    import av
+    av = require("av", "video")
 
     if not container.streams.video:
         raise EchoesError(f"{container.name} has no video stream — give a video")
@@ -205,12 +206,8 @@ class FrameFeatures:
                               f"frame but the model takes {model.input_size} — the saved config does not match")
 
     def __call__(self, image: Any) -> np.ndarray:
-        import av
-
-        from .data.video.decode import to_rgb
-
         if isinstance(image, np.ndarray):
-            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            image = require("av", "video").VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         rgb = to_rgb(image, self.settings.size)
         return self.embed(rgb[None, None])[0, 0]
 
@@ -277,8 +274,9 @@ class AnnotatedVideo:
         self.font: Any = None
 
     def write(self, rgb: np.ndarray, text: str) -> None:
-        import av
-        from PIL import Image, ImageDraw, ImageFont
+        av = require("av", "video")
+        pil = require("PIL.ImageDraw", "video")  # Pillow, which torchvision brings too
+        from PIL import Image, ImageFont
 
         h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2  # even sizes for yuv420p
         if self.container is None:
@@ -289,7 +287,7 @@ class AnnotatedVideo:
             self.stream.width, self.stream.height, self.stream.pix_fmt = w, h, "yuv420p"
             self.font = ImageFont.load_default(size=max(10, h // 18))
         img = Image.fromarray(np.ascontiguousarray(rgb[:h, :w]))
-        draw = ImageDraw.Draw(img)
+        draw = pil.Draw(img)
         box = draw.textbbox((4, 2), text, font=self.font)
         draw.rectangle((0, 0, w, box[3] + 3), fill=(0, 0, 0))
         draw.text((4, 2), text, fill=(255, 255, 255), font=self.font)
