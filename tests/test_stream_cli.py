@@ -14,34 +14,16 @@ import pytest
 
 from echoes import train
 from echoes.cli import main
-from echoes.data.video.make_videos import make_videos, write_video
+from echoes.data.video.make_videos import make_videos
 from echoes.stream import StreamOptions, run_stream
 
 SIDE = 64
 CLIP = 32  # frames per clip; 16 sampled ones per training sequence → every 2nd frame
 STEP = CLIP // 16
-ORDER = [0, 1, 2, 3, 1, 3, 0, 2]  # classes of the long video's segments, one test clip each
 # The stated floor: the timeline's frame accuracy against the truth (decided one window late, as a
 # 16-step window must be) — chance is 0.25 with 4 classes; the ESN's clip accuracy here is ~0.8.
 FLOOR = 0.6
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-
-
-def long_video(root: Path, out: Path) -> list[str]:
-    """Test clips of different classes back to back; returns the true class of every frame."""
-    lines = (root / "ucfTrainTestlist" / "testlist01.txt").read_text().split()
-    by_class: dict[str, list[str]] = {}
-    for rel in lines:
-        by_class.setdefault(rel.split("/")[0], []).append(rel)
-    names = sorted(by_class, key=lambda c: lines.index(by_class[c][0]))
-    frames, truth = [], []
-    for n, c in enumerate(ORDER):
-        with av.open(str(root / "UCF-101" / by_class[names[c]][n])) as clip:
-            part = [f.to_ndarray(format="rgb24") for f in clip.decode(video=0)]
-        frames += part
-        truth += [names[c]] * len(part)
-    write_video(out, np.stack(frames))
-    return truth
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +31,17 @@ def trained(tmp_path_factory):
     """A small ESN on small_cnn features of a generated 4-class set, saved; and a long video of its test clips."""
     base = tmp_path_factory.mktemp("stream")
     root = base / "videos"
-    make_videos(root, classes=4, groups=8, clips=6, min_frames=CLIP, max_frames=CLIP, width=SIDE, height=SIDE)
+    made = make_videos(root, classes=4, groups=8, clips=6, min_frames=CLIP, max_frames=CLIP, width=SIDE,
+                       height=SIDE, long=8)
     os.chdir(base)
     result = train(model="esn", data=f"ucf101:{root}", tracking=False,
                    **{"data.cache_dir": str(base / "cache"), "model.units": 300, "model.leak_rate": 0.5})
     model_dir = result.model.save(base / "model")
-    truth = long_video(root, base / "long.avi")
-    return result, model_dir, base / "long.avi", truth
+    segments = json.loads((root / "long.json").read_text())["segments"]
+    truth = [s["label"] for s in segments for _ in range(s["start_frame"], s["end_frame"] + 1)]
+    assert len({s["label"] for s in segments}) == 4 and all(  # a new class at every boundary
+        a["label"] != b["label"] for a, b in zip(segments, segments[1:], strict=False))
+    return result, model_dir, Path(made["long"]), truth
 
 
 def lines_of(text: str) -> tuple[list[dict], dict]:

@@ -210,10 +210,12 @@ def cmd_make_videos(args: argparse.Namespace) -> None:
     with bar:
         r = make_videos(args.root, classes=args.classes, groups=args.groups, clips=args.clips,
                         min_frames=args.min_frames, max_frames=args.max_frames, width=width,
-                        height=height, seed=args.seed, force=args.force, on_clip=bar.update)
+                        height=height, seed=args.seed, force=args.force, long=args.long, on_clip=bar.update)
     train, test = r["splits"][1]
     print(f"{r['root']}: {r['clips']} clips of {len(r['classes'])} motion classes in the UCF101 layout "
           f"({r['seconds']:.0f}s); split 1: {train} train / {test} test")
+    if r.get("long"):
+        print(f"{r['long']}: {args.long} test clips back to back (segments in long.json), for echoes stream")
     print(f"train on it: echoes train model=esn data=ucf101:{r['root']}")
 
 
@@ -422,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("--size", default="128x96", help="frame WIDTHxHEIGHT, even numbers (default 128x96)")
     mv.add_argument("--seed", type=int, default=0)
     mv.add_argument("--force", action="store_true", help="replace a dataset already in ROOT")
+    mv.add_argument("--long", type=int, default=0, metavar="N",
+                    help="also write long.avi: N test clips of changing classes back to back (truth in long.json)")
     mv.set_defaults(func=cmd_make_videos)
     del data_sub  # each generator adds its parser here
     return p
