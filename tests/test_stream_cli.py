@@ -198,3 +198,20 @@ def test_a_speech_file_streams_a_phone_every_10_ms(speech_corpus, tmp_path, caps
     assert records[1]["time"] - records[0]["time"] == pytest.approx(0.01)
     segments = json.loads(timeline.read_text())["segments"]
     assert sum(s["end_frame"] - s["start_frame"] + 1 for s in segments) == summary["steps"] == len(expected)
+
+
+def test_a_stream_that_breaks_mid_way_is_one_line_and_keeps_what_was_written(trained, tmp_path, capsys):
+    _, model_dir, video, _ = trained
+    data = bytearray(video.read_bytes())
+    rng = np.random.default_rng(0)
+    cut = len(data) // 3
+    data[cut::997] = rng.integers(0, 256, len(data[cut::997]), dtype=np.uint8).tobytes()  # garbled from a third on
+    garbled = tmp_path / "garbled.avi"
+    garbled.write_bytes(bytes(data))
+    timeline = tmp_path / "t.json"
+    assert main(["stream", str(model_dir), str(garbled), "--timeline", str(timeline)]) == 2
+    out = capsys.readouterr()
+    err = out.err.strip().splitlines()
+    assert len(err) == 1 and "the stream broke after" in err[0]
+    records = [json.loads(line) for line in out.out.splitlines()]
+    assert records and json.loads(timeline.read_text())["segments"][-1]["end_frame"] == records[-1]["frame"]

@@ -84,7 +84,6 @@ def input_kind(model: Model) -> str:
 def open_container(source: str, camera_size: str | None = None, camera_fps: float | None = None) -> Any:
     """A PyAV container for a file, a URL or a camera; one line naming the problem when it cannot open."""
     av = require("av", "video")
-
     camera = source.startswith("/dev/video")
     try:
         if camera:
@@ -105,9 +104,8 @@ def open_container(source: str, camera_size: str | None = None, camera_fps: floa
 
 
 def video_frames(container: Any) -> Iterator[Frame]:
-    """Decoded frames with their times; a stream that breaks mid-way raises EchoesError."""
+    """Decoded frames with their times; a stream that breaks mid-way raises EchoesError. Closes the container."""
     av = require("av", "video")
-
     if not container.streams.video:
         raise EchoesError(f"{container.name} has no video stream — give a video")
     stream = container.streams.video[0]
@@ -121,6 +119,8 @@ def video_frames(container: Any) -> Iterator[Frame]:
     except av.FFmpegError as e:
         raise EchoesError(f"{container.name}: the stream broke after {index} frames ({type(e).__name__}) — "
                           "the file is damaged or the connection dropped") from None
+    finally:
+        container.close()  # a camera is free for other programs again
     if index == 0:
         raise EchoesError(f"{container.name}: no decodable frame — the file is damaged or not a video")
 
