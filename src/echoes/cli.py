@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import EchoesError
+from .errors import EchoesError, SkippedFileWarning
 from .utils import atomic_write, check_output
 
 
@@ -78,8 +79,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     if args.out:
         check_output(args.out, (".csv", ".json"))  # a bad path fails now, not after predicting
-    model, seqs = _model_and_data(args)
-    rows = prediction_rows(model, seqs, top_k=args.top_k)
+    model, (seqs, labelled) = _model_and_data(args)
+    rows = prediction_rows(model, seqs, top_k=args.top_k, labelled=labelled)
     if args.out:
         print(f"{len(rows)} predictions written to {write_predictions(rows, args.out)}")
     else:
@@ -98,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .predict import evaluate
     from .run import Metric
 
-    model, seqs = _model_and_data(args)
+    model, (seqs, _) = _model_and_data(args)
     m = evaluate(model, seqs, device=args.device)
     print(f"{model!r} on {args.data} ({args.split}: {len(seqs)} sequences)")
     print(f"test accuracy {m[Metric.TEST_ACCURACY]:.4f}"
@@ -141,6 +142,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
+    from .run import Metric
     from .sweep import load_sweep, run_sweep
 
     summary = run_sweep(load_sweep(args.sweep, args.overrides), workers=args.workers)
@@ -152,7 +154,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     best = summary["best"]
     if best:
         print(f"\nbest: trial {best['trial']}  {summary['objective']} {best['value']:.4f}"
-              + (f"  test accuracy {best['test_accuracy']:.4f}" if best.get("test_accuracy") is not None else ""))
+              + (f"  test accuracy {best[Metric.TEST_ACCURACY]:.4f}" if best.get(Metric.TEST_ACCURACY) is not None
+                 else ""))
         print(f"config: {best['config']}  (echoes train --config {best['config']})")
     print(f"trials: {summary['trials_csv']}  |  report: echoes report --experiment {summary['experiment']}")
     if args.json:
@@ -230,7 +233,8 @@ def cmd_features(args: argparse.Namespace) -> None:
     seed = options.pop("seed", 0)
     raw = SOURCES.build(kind, name=name, seed=seed, **options)
     if "feature_cache" not in raw.info:
-        raise EchoesError(f"{kind}: this source keeps no feature cache — nothing to extract")
+        raise EchoesError(f"{kind}: this source keeps no feature cache — `echoes features` is for sources "
+                          "that do (ucf101:ROOT, timit:ROOT)")
     print(f"{args.source}: train {len(raw.train)} / test {len(raw.test)} sequences, "
           f"{raw.train.x.shape[1]} steps × {raw.train.num_features} features")
     for key, value in raw.info.items():
@@ -438,11 +442,33 @@ def _split_suite_arg(args: argparse.Namespace) -> None:
         args.suite = None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, taking KEY=VALUE overrides anywhere — also after an option (``--json o.json data=...``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        rest = next((v for k in ("overrides", "options") if isinstance(v := getattr(args, k, None), list)), None)
+        if rest is None or any(a.startswith("-") for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)} — see echoes {args.command} --help")
+        rest.extend(extra)
     _split_suite_arg(args)
+    return args
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> str:
+    if issubclass(category, SkippedFileWarning):  # the message says it all; no source line below it
+        return f"echoes: warning: {message}\n"
+    return _format_warning(message, category, *rest, **kw)
+
+
+_format_warning = warnings.formatwarning
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
+    args = _parse(build_parser(), argv)
     try:
+        if getattr(args, "json", None):
+            check_output(args.json)
         code = args.func(args)
     except EchoesError as e:
         print(f"echoes: error: {e}", file=sys.stderr)

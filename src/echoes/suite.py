@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from .config import ExperimentConfig, build_config, deep_merge, parse_overrides, read_yaml
+from .config import ExperimentConfig, build_config, deep_merge, parse_overrides, read_config_file
 from .errors import EchoesError
 from .run import Metric, Tag
-from .utils import atomic_write, find_config, packaged_configs
+from .utils import atomic_write
 
 DEFAULT_SUITE = "quick"
 SUITE_KEYS = {"name", "experiment", "base", "models", "datasets", "seeds", "description"}
@@ -81,17 +81,7 @@ def _data_entry(entry: Any) -> dict[str, Any]:
 
 
 def load_suite(path: str | None, overrides: list[str]) -> Suite:
-    p = find_config("suites", path or DEFAULT_SUITE)
-    if not p.is_file():
-        raise EchoesError(f"suite '{path}' not found — give a YAML path or one of: "
-                          + ", ".join(packaged_configs("suites")))
-    raw = read_yaml(p)
-    unknown_keys = set(raw) - SUITE_KEYS
-    if unknown_keys:
-        from .errors import did_you_mean
-
-        key = sorted(unknown_keys)[0]
-        raise EchoesError(f"suite {p}: unknown key '{key}' — {did_you_mean(key, SUITE_KEYS)}")
+    p, raw = read_config_file("suites", path or DEFAULT_SUITE, SUITE_KEYS)
     parsed = parse_overrides(overrides)
     for key in LIST_KEYS:
         if key in parsed:

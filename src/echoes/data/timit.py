@@ -175,12 +175,12 @@ def load_features(root: Path, cache_dir: Path, cfg: MfccConfig = DEFAULT_MFCC) -
         if not u.wav.exists():
             skipped.append(f"{u.phn}: no audio file beside it")
             continue
-        try:
+        try:  # a file that cannot be read is skipped and counted, audio or phone labels alike
             audio, rate = read_audio(u.wav)
+            ends, phones = read_phn(u.phn)
         except EchoesError as e:
             skipped.append(str(e))
             continue
-        ends, phones = read_phn(u.phn)
         f = mfcc(audio, rate, cfg)
         feats.append(f)
         labels.append(frame_labels(ends, phones, len(audio), rate, cfg))

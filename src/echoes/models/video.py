@@ -151,7 +151,7 @@ class R2Plus1D(ClipModel):
 
         self.net = video.r2plus1d_18(weights=None)
         if weights == "kinetics400":
-            self.net.load_state_dict(load_weights(video.R2Plus1D_18_Weights.KINETICS400_V1))
+            load_weights(self.net, video.R2Plus1D_18_Weights.KINETICS400_V1)
         self.net.fc = nn.Identity()
         self.register_buffer("mean", torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1), persistent=False)
