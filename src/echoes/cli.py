@@ -171,6 +171,25 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {page}")
 
 
+def cmd_stream(args: argparse.Namespace) -> None:
+    from .model import load_model
+    from .stream import StreamOptions, parse_size, run_stream
+
+    opts = StreamOptions(
+        top_k=args.top_k, average=args.average, ema=args.ema, threshold=args.threshold, every=args.every,
+        frame_step=args.frame_step, window=args.window, stride=args.stride, sliding=args.sliding,
+        realtime=args.realtime, frame_size=parse_size(args.frame_size, "--frame-size"), fps=args.fps,
+        stdin_format=args.stdin_format, camera_size=args.camera_size, camera_fps=args.camera_fps,
+        out=args.out, timeline=args.timeline)
+    summary = run_stream(load_model(args.model, tracking_uri=args.uri), args.source, opts, device=args.device)
+    print(json.dumps({"summary": summary}), flush=True)
+    p50, p99 = summary["latency_ms_p50"], summary["latency_ms_p99"]
+    print(f"{'interrupted: ' if summary['interrupted'] else ''}{summary['steps']} steps of {summary['frames']} frames "
+          f"in {summary['seconds']:.2f}s ({summary['steps_per_second'] or 0:.1f}/s), latency p50 "
+          f"{p50 if p50 is not None else '-'} ms, p99 {p99 if p99 is not None else '-'} ms"
+          + (f", {summary['dropped']} dropped" if summary["dropped"] else ""), file=sys.stderr)
+
+
 def cmd_make_speech(args: argparse.Namespace) -> None:
     from .data.speech.make_speech import make_speech
 
@@ -194,10 +213,12 @@ def cmd_make_videos(args: argparse.Namespace) -> None:
     with bar:
         r = make_videos(args.root, classes=args.classes, groups=args.groups, clips=args.clips,
                         min_frames=args.min_frames, max_frames=args.max_frames, width=width,
-                        height=height, seed=args.seed, force=args.force, on_clip=bar.update)
+                        height=height, seed=args.seed, force=args.force, long=args.long, on_clip=bar.update)
     train, test = r["splits"][1]
     print(f"{r['root']}: {r['clips']} clips of {len(r['classes'])} motion classes in the UCF101 layout "
           f"({r['seconds']:.0f}s); split 1: {train} train / {test} test")
+    if r.get("long"):
+        print(f"{r['long']}: {args.long} test clips back to back (segments in long.json), for echoes stream")
     print(f"train on it: echoes train model=esn data=ucf101:{r['root']}")
 
 
@@ -355,6 +376,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="source options, e.g. backbone=resnet18 weights=imagenet frames=16 split=1")
     f.set_defaults(func=cmd_features)
 
+    st = sub.add_parser("stream", help="run a trained model live on a video, camera, URL, speech file or stdin")
+    st.add_argument("model", help="a saved model folder, an MLflow run id, or runs:/RUN_ID")
+    st.add_argument("source", help="a video file, /dev/videoN, rtsp:// or http:// URL, a speech file, a .npy "
+                                   "(T, F) array, or - for stdin")
+    st.add_argument("--top-k", type=int, default=3, metavar="K", help="classes listed per step (default 3)")
+    st.add_argument("--average", type=int, default=1, metavar="N", help="average the scores of the last N steps")
+    st.add_argument("--ema", type=float, metavar="A", help="or smooth them: A·new + (1-A)·old")
+    st.add_argument("--threshold", type=float, default=0.0, help="hide labels scoring below this")
+    st.add_argument("--every", type=int, default=1, metavar="K", help="a JSON line every K steps")
+    st.add_argument("--frame-step", type=int, default=1, metavar="N",
+                    help="step the model on every Nth frame (the spacing of the frames it was trained on)")
+    st.add_argument("--window", type=int, metavar="N",
+                    help="steps a sliding-window model re-reads (default: the frames it was trained on)")
+    st.add_argument("--stride", type=int, default=1, metavar="N", help="re-read the window every N steps")
+    st.add_argument("--sliding", action="store_true",
+                    help="re-read the last --window steps for recurrent models too (not everything since the start)")
+    st.add_argument("--realtime", action="store_true",
+                    help="read a file at its own rate, dropping frames when inference falls behind")
+    st.add_argument("--out", metavar="VIDEO", help="write the video with the predictions drawn on it (.mp4, .avi)")
+    st.add_argument("--timeline", metavar="JSON", help="write the labelled segments to this file")
+    st.add_argument("--frame-size", metavar="WxH", help="size of raw RGB24 frames on stdin")
+    st.add_argument("--fps", type=float, default=25.0, help="rate of raw frames on stdin (default 25)")
+    st.add_argument("--stdin-format", choices=("rgb24", "text", "f32"),
+                    help="stdin: rgb24 frames (video models), text lines or raw float32 vectors (feature models)")
+    st.add_argument("--camera-size", metavar="WxH", help="camera capture size, e.g. 640x480")
+    st.add_argument("--camera-fps", type=float, help="camera capture rate")
+    st.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    st.add_argument("--uri", help="MLflow tracking URI for run ids")
+    st.set_defaults(func=cmd_stream)
+
     # `echoes data <command>`: tools that write datasets (generated videos, speech corpora...)
     d = sub.add_parser("data", help="generate datasets in the layouts of real ones")
     data_sub = d.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -377,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("--size", default="128x96", help="frame WIDTHxHEIGHT, even numbers (default 128x96)")
     mv.add_argument("--seed", type=int, default=0)
     mv.add_argument("--force", action="store_true", help="replace a dataset already in ROOT")
+    mv.add_argument("--long", type=int, default=0, metavar="N",
+                    help="also write long.avi: N test clips of changing classes back to back (truth in long.json)")
     mv.set_defaults(func=cmd_make_videos)
     del data_sub  # each generator adds its parser here
     return p

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import pickle  # only for its error type: torch.load(weights_only=True) raises it on foreign files
 import re
+from collections.abc import Iterable, Iterator
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,37 @@ class Model:
             keep = truth != PAD_LABEL
             return float((z[keep] == truth[keep]).mean())
         return float((logits.argmax(1) == seqs.y).mean())
+
+    # --- streaming -----------------------------------------------------------------------------
+
+    @property
+    def window(self) -> int | None:
+        """Steps a sliding-window model re-reads: the frames it was trained on (``data.frames``); None: 16."""
+        frames = self.config.data.options().get("frames")
+        return None if frames is None else int(frames)
+
+    @torch.no_grad()
+    def stream(self, steps: Iterable[np.ndarray], *, window: int | None = None, stride: int = 1,
+               sliding: bool = False) -> Iterator[np.ndarray]:
+        """Logits [C] after every step of one live sequence of raw (F,) vectors, standardised as in training.
+
+        Recurrent models carry their state (constant cost per step); the others re-read the last ``window``
+        steps every ``stride`` steps. ``sliding`` re-reads a window for every model (e.g. a sequence
+        classifier over a long video, asked about its last ``window`` steps rather than everything since
+        the start)."""
+        module, device = self.module.eval(), self.device
+        # SequenceModel's own methods are the sliding window, whatever the model's family does
+        init, step = (SequenceModel.init_state, SequenceModel.step) if sliding else (type(module).init_state,
+                                                                                        type(module).step)
+        state = init(module, 1, window or self.window, stride)
+        for x in steps:
+            x = np.asarray(x, np.float32).reshape(-1)
+            if x.shape[0] != self.input_size:
+                raise EchoesError(f"a step has {x.shape[0]} values; this model takes {self.input_size} per step")
+            if self.feature_mean is not None:
+                x = ((x - self.feature_mean) / self.feature_std).astype(np.float32)
+            logits, state = step(module, torch.from_numpy(x[None]).to(device), state)
+            yield logits[0].float().cpu().numpy()
 
     # --- saving and loading ---------------------------------------------------------------------
 

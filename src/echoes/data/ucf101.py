@@ -123,6 +123,29 @@ def _sequences(cached: CachedSplit, raw: bool) -> tuple[Sequences, np.ndarray]:
     return seqs.subset(keep), cached.groups[keep]
 
 
+def frame_settings(*, features: str = "small_cnn", weights: str | None = None, frames: int = 16,
+                   size: int | None = None, sampling: str = "uniform", seed: int = 0) -> FrameSettings:
+    """What each frame becomes, defaults filled in and checked (also how a trained model's frames are made
+    when it streams)."""
+    from .video.backbones import backbone_info, resolve_weights
+    from .video.decode import SAMPLING
+
+    if sampling not in SAMPLING:
+        raise EchoesError(f"ucf101: data.sampling must be {' or '.join(SAMPLING)}, got '{sampling}'")
+    if not isinstance(frames, int) or frames < 1:
+        raise EchoesError(f"ucf101: data.frames must be a positive integer, got {frames!r}")
+    if features == "frames":
+        weights, default_size = "none", RAW_FRAMES_SIZE
+    else:
+        default_size = backbone_info(features).default_size
+        weights = resolve_weights(features, weights)
+    size = default_size if size is None else size
+    if not isinstance(size, int) or size < 8:
+        raise EchoesError(f"ucf101: data.size must be an integer >= 8 (pixels), got {size!r}")
+    segments = sampling == "segments"  # only segment sampling draws (seeded) training offsets
+    return FrameSettings(features, weights, frames, size, sampling, seed if segments else 0)
+
+
 @register_source("ucf101")
 def ucf101(
     name: str,
@@ -149,26 +172,12 @@ def ucf101(
     ``clip_batch``: clips per extraction batch.
     """
     from ..utils import resolve_device
-    from .video.backbones import backbone_info, resolve_weights
-    from .video.decode import SAMPLING
 
-    if sampling not in SAMPLING:
-        raise EchoesError(f"ucf101: data.sampling must be {' or '.join(SAMPLING)}, got '{sampling}'")
-    if not isinstance(frames, int) or frames < 1:
-        raise EchoesError(f"ucf101: data.frames must be a positive integer, got {frames!r}")
-    raw = features == "frames"
-    if raw:
-        weights, default_size = "none", RAW_FRAMES_SIZE
-    else:
-        default_size = backbone_info(features).default_size
-        weights = resolve_weights(features, weights)
-    size = default_size if size is None else size
-    if not isinstance(size, int) or size < 8:
-        raise EchoesError(f"ucf101: data.size must be an integer >= 8 (pixels), got {size!r}")
+    settings = frame_settings(features=features, weights=weights, frames=frames, size=size,
+                              sampling=sampling, seed=seed)
+    weights, size, raw, segments = settings.weights, settings.size, settings.raw, sampling == "segments"
     root = Path(name).expanduser()
     classes, splits = read_split(root, split)
-    segments = sampling == "segments"  # only segment sampling draws (seeded) training offsets
-    settings = FrameSettings(features, weights, frames, size, sampling, seed if segments else 0)
 
     # one folder per dataset copy and settings; a changed source is re-extracted in place
     resolved = root.resolve()

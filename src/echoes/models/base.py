@@ -7,6 +7,10 @@ as ridge can fit it for any model. Padded steps must never change an output.
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -20,6 +24,44 @@ def last_step(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 def step_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
     """[B, T] bool, True on valid steps."""
     return torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]
+
+
+# --- streaming: one step at a time ------------------------------------------------------------
+
+DEFAULT_WINDOW = 16  # steps a sliding window keeps when neither the caller nor the config says
+
+
+@dataclass
+class WindowState:
+    """The last ``window`` steps of a stream, and the logits of the last re-read."""
+
+    window: int
+    stride: int
+    steps: deque = field(default_factory=deque)
+    seen: int = 0
+    logits: torch.Tensor | None = None
+
+
+def init_window(batch: int, window: int | None = None, stride: int = 1) -> WindowState:  # noqa: ARG001
+    """A sliding window: ``window`` steps (default 16) re-read every ``stride`` steps."""
+    window = DEFAULT_WINDOW if window is None else int(window)
+    if window < 1 or stride < 1:
+        raise ValueError(f"a sliding window needs window >= 1 and stride >= 1, got {window}, {stride}")
+    return WindowState(window, int(stride), deque(maxlen=window))
+
+
+def step_window(model: nn.Module, x_t: torch.Tensor, state: WindowState) -> tuple[torch.Tensor, WindowState]:
+    """Add one step ``[B, F]``; at the first step and every ``stride`` steps run ``model`` over the window
+    (its last step's logits when framewise), in between repeat the last logits. With ``stride`` equal to
+    ``window`` the windows tile the stream (steps 1–W, W+1–2W, ...)."""
+    state.steps.append(x_t)
+    state.seen += 1
+    if state.logits is None or state.seen % state.stride == 0:
+        x = torch.stack(tuple(state.steps), 1)
+        lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+        logits = model(x, lengths)
+        state.logits = logits[:, -1] if logits.dim() == 3 else logits
+    return state.logits, state
 
 
 class SequenceModel(nn.Module):
@@ -45,6 +87,18 @@ class SequenceModel(nn.Module):
     def regularization_loss(self) -> torch.Tensor | None:
         """A term the gradient learner adds to the loss, from the last forward pass (None: none)."""
         return None
+
+    # Streaming: logits after every step, for live sources. The default re-reads a sliding window of
+    # the last steps; families with a recurrent state override both methods and are exact.
+    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> Any:
+        """The state before the first step of ``batch`` streams (``window``/``stride``: sliding-window models)."""
+        return init_window(batch, window, stride)
+
+    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """One step ``x_t`` [B, F] → (logits [B, C] as the full forward pass would give them now, the state).
+
+        The state may be updated in place: keep using the one returned."""
+        return step_window(self, x_t, state)
 
     def pick(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Per-step states [B,T,D] → what the readout sees for this task."""

@@ -169,6 +169,23 @@ class LMU(SequenceModel):
             hs.append(h)
         return self.pick(torch.stack(hs, 1), lengths)
 
+    def init_state(self, batch: int, window: int | None = None, stride: int = 1  # noqa: ARG002
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        like = self.W_h.weight
+        return like.new_zeros(batch, self.hidden_size), like.new_zeros(batch, self.q, self.memory.order)
+
+    def step(self, x_t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        h, m = state
+        u = self.e_x(x_t)
+        if self.e_h is not None:
+            u = u + self.e_h(h)
+        if self.e_m is not None:
+            u = u + self.e_m(m.flatten(1))
+        m = self.memory.step(m, u)
+        h = torch.tanh(self.W_x(x_t) + self.W_h(h) + self.W_m(m.flatten(1)))
+        return self.readout(h), (h, m)
+
 
 class LMUFFT(SequenceModel):
     """The parallel LMU: memory of the encoded input by FFT convolution, then a feed-forward hidden layer.
@@ -200,6 +217,14 @@ class LMUFFT(SequenceModel):
             return self.pick(h, lengths)
         w = step_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1).to(h.dtype)
         return (h * w).sum(1) / w.sum(1).clamp(min=1)
+
+    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> torch.Tensor:  # noqa: ARG002
+        return self.e_x.weight.new_zeros(batch, self.e_x.out_features, self.memory.order)
+
+    def step(self, x_t: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recurrent form of the convolution: m_t = Ā m_{t-1} + B̄ u_t."""
+        m = self.memory.step(m, self.e_x(x_t))
+        return self.readout(torch.tanh(self.hidden(torch.cat([x_t, m.flatten(1)], -1)))), m
 
 
 register_model("lmu", options=LMUOptions, doc="Legendre Memory Unit (Voelker et al. 2019): order-d Legendre "

@@ -44,6 +44,13 @@ class Recurrent(SequenceModel):
         h, _ = self.rnn(x)
         return self.dropout(self.pick(h, lengths))
 
+    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> None:  # noqa: ARG002
+        return None  # the torch layer's own zero state
+
+    def step(self, x_t: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+        h, state = self.rnn(x_t[:, None], state)
+        return self.readout(self.dropout(h[:, 0])), state
+
 
 class DeepRNNOptions(RecurrentOptions):
     """The seed's DeepRNN keeps 2–4 layers."""

@@ -330,6 +330,50 @@ class _Pooled:
         return torch.cat(parts, dim=1)
 
 
+class OnlinePool:
+    """:class:`Pooling` of one stream of states [D, B], updated one step at a time.
+
+    Gives after every step what the forward pass gives for the sequence so far. ``last`` and
+    ``mean`` keep constant memory; ``times`` keeps the states from the washout on (its picks
+    move as the sequence grows).
+    """
+
+    def __init__(self, model: EchoStateNetwork) -> None:
+        self.model = model
+        self.seen = 0
+        self.last: torch.Tensor | None = None
+        self.sum: torch.Tensor | None = None
+        self.count = 0
+        self.history: list[torch.Tensor] = []
+
+    def add(self, h: torch.Tensor) -> None:
+        m = self.model
+        self.last = h.clone()
+        if self.seen >= m.washout:
+            if m.pooling in ("mean", "last_mean"):
+                self.sum = self.last if self.sum is None else self.sum + h
+                self.count += 1
+            if m.pooling == "times":
+                self.history.append(self.last)
+        self.seen += 1
+
+    def result(self) -> torch.Tensor:
+        """[B, slots·D] (framewise: [B, D])."""
+        m, last = self.model, self.last.T.float()
+        if m.framewise or m.pooling == "last":
+            return last
+        mean = self.sum.T.float() / self.count if self.count else last  # within the washout: last step
+        if m.pooling == "mean":
+            return mean
+        if m.pooling == "last_mean":
+            return torch.cat([last, mean], 1)
+        span = len(self.history)
+        if not span:  # within the washout every pick is the last step
+            return torch.cat([last] * m.num_times, 1)
+        return torch.cat([self.history[-(-span * (j + 1) // m.num_times) - 1].T.float()  # ⌈span·(j+1)/n⌉ - 1
+                          for j in range(m.num_times)], 1)
+
+
 # --- the model ---------------------------------------------------------------------
 
 
@@ -357,6 +401,35 @@ class EchoStateNetwork(SequenceModel):
                           + (input_size if concat_input else 0)) for layers in members]
         self.readout = nn.Linear(sizes[0], num_classes) if len(sizes) == 1 else AveragedReadout(
             sizes, num_classes)
+
+    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> object:
+        """(states h [N, B] per member and layer, their OnlinePools, the input's OnlinePool or None)."""
+        if self.bidirectional:  # reads each sequence from its end too: only a sliding window can stream it
+            return super().init_state(batch, window, stride)
+        like = self.members[0][0].w
+        return ([[like.new_zeros(layer.units, batch) for layer in layers] for layers in self.members],
+                [[OnlinePool(self) for _ in layers] for layers in self.members],
+                OnlinePool(self) if self.concat_input else None)
+
+    @torch.no_grad()
+    def step(self, x_t: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+        """One step of every reservoir (the same ``run`` as the forward pass), then the pooled readout."""
+        if self.bidirectional:
+            return super().step(x_t, state)
+        states, pools, inputs = state
+        with torch.autocast(x_t.device.type, enabled=False):
+            u = x_t.to(self.dtype).T[None]  # [1, F, B]
+            if inputs is not None:
+                inputs.add(u[0])
+            blocks = []
+            for layers, hs, member_pools in zip(self.members, states, pools, strict=True):
+                z = u
+                for layer, h, pool in zip(layers, hs, member_pools, strict=True):
+                    z = layer.run(layer.drive(z), h, [z.shape[2]])  # h is updated in place
+                    pool.add(h)
+                parts = [p.result() for p in member_pools] + ([inputs.result()] if inputs else [])
+                blocks.append(torch.cat(parts, -1))
+            return self.readout(torch.cat(blocks, -1)), state
 
     @property
     def dtype(self) -> torch.dtype:

@@ -204,6 +204,21 @@ class LSNN(SequenceModel):
             return torch.cat([fwd, bwd], -1)
         return self.pick(leaky_filter(z, self.kappa), lengths)
 
+    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> object:
+        if self.bidirectional:  # reads the sequence from its end: only a sliding window can stream it
+            return super().init_state(batch, window, stride)
+        like = self.readout.weight
+        return self.layers[0].initial_state(batch, like), like.new_zeros(batch, self.layers[0].hidden_size)
+
+    def step(self, x_t: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+        """One step of the neurons and of the readout's leaky trace ζ."""
+        if self.bidirectional:
+            return super().step(x_t, state)
+        layer, (s, zeta) = self.layers[0], state
+        s, _ = layer.step(x_t @ layer.w_in.T + layer.bias, s)
+        zeta = self.kappa * zeta + s.z
+        return self.readout(zeta), (s, zeta)
+
     def regularization_loss(self) -> torch.Tensor | None:
         """rate_reg · Σ_j (mean rate_j − target)², from the last forward pass."""
         if self._rates is None or self.rate_reg == 0:

@@ -129,6 +129,14 @@ class FrameCNN(ClipModel):
         frames[valid] = self.backbone(clips[valid]).to(clips.dtype)  # padded frames stay zero
         return self.temporal.features(frames, lengths)
 
+    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> object:
+        return self.temporal.init_state(batch, window, stride)
+
+    def step(self, x_t: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+        """Each frame through the CNN once; the temporal model streams the features (a window re-reads them)."""
+        frame = self.clips(x_t[:, None], torch.ones(len(x_t), dtype=torch.long))[:, 0]
+        return self.temporal.step(self.backbone(frame).to(frame.dtype), state)
+
 
 class R2Plus1D(ClipModel):
     """torchvision's R(2+1)D-18: (2+1)D convolutions over space and time, pooled, then linear."""

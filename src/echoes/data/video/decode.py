@@ -63,7 +63,7 @@ def sample_indices(
     return np.minimum(np.floor(pos), num_frames - 1).astype(np.int64)
 
 
-def _to_rgb(frame, size: int) -> np.ndarray:  # noqa: ANN001 (av.VideoFrame)
+def to_rgb(frame, size: int) -> np.ndarray:  # noqa: ANN001 (av.VideoFrame)
     """Resize so the shorter side is ``size``, then crop the centre square."""
     w, h = frame.width, frame.height
     scale = size / min(w, h)
@@ -95,7 +95,7 @@ def _sequential(container, stream, wanted: set[int], size: int) -> tuple[dict, i
     for i, frame in enumerate(_decoded(container, stream)):
         count = i + 1
         if i in wanted:
-            out[i] = _to_rgb(frame, size)
+            out[i] = to_rgb(frame, size)
         if i >= last:
             break
     return out, count
@@ -119,7 +119,7 @@ def _seeking(container, stream, wanted: list[int], size: int, gap: int) -> dict 
                 return None
             position = int(round((frame.pts - start) * tb * rate))
             if position >= target:
-                out[target] = _to_rgb(frame, size)
+                out[target] = to_rgb(frame, size)
                 break
         else:  # ran off the end: the header over-counted
             return out

@@ -22,6 +22,7 @@ dataset that looks complete.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -178,6 +179,7 @@ def make_videos(
     noise: float = 0.03,
     seed: int = 0,
     force: bool = False,
+    long: int = 0,
     on_clip: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Write the dataset under ``root``; returns counts. See the module docstring."""
@@ -230,5 +232,29 @@ def make_videos(
         shutil.rmtree(target, ignore_errors=True)
         (stage / target.name).rename(target)
     stage.rmdir()
-    return {"root": str(root), "classes": names, "clips": classes * groups * clips,
-            "splits": counts, "seconds": time.perf_counter() - t0}
+    out = {"root": str(root), "classes": names, "clips": classes * groups * clips,
+           "splits": counts, "seconds": time.perf_counter() - t0}
+    if long:
+        out["long"] = str(write_long_video(root, files, names, held_out_groups(groups, 1), long, fps))
+    return out
+
+
+def write_long_video(root: Path, files: dict[str, list[tuple[str, int, int]]], names: list[str],
+                     tested: range, segments: int, fps: int) -> Path:
+    """``ROOT/long.avi``: ``segments`` test clips (split 1) back to back, the class changing at every
+    boundary, and ``ROOT/long.json``: each segment's label, first and last frame (the truth for
+    ``echoes stream --timeline``)."""
+    av = require("av", "video")
+    pool = {a: [rel for rel, g, _ in files[a] if g in tested] for a in names}
+    frames, truth = [], []
+    for n in range(segments):
+        action = names[n % len(names)]  # the classes in turn: a different one at every boundary
+        rel = pool[action][(n // len(names)) % len(pool[action])]
+        with av.open(str(root / "UCF-101" / rel)) as clip:
+            part = [f.to_ndarray(format="rgb24") for f in clip.decode(video=0)]
+        truth.append({"label": action, "clip": rel, "start_frame": len(frames),
+                      "end_frame": len(frames) + len(part) - 1})
+        frames += part
+    write_video(root / "long.avi", np.stack(frames), fps)
+    (root / "long.json").write_text(json.dumps({"fps": fps, "segments": truth}, indent=1))
+    return root / "long.avi"
