@@ -140,6 +140,14 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {page}")
 
 
+def cmd_server(args: argparse.Namespace) -> None:
+    from .server import serve
+
+    code = serve(args.host, args.port, args.backend_store, args.artifacts, args.workers, args.allowed_hosts)
+    if code not in (0, -2, -15, 130, 143):  # stopped by a signal is a clean stop
+        raise EchoesError(f"the MLflow server exited with code {code} — see its messages above")
+
+
 def cmd_make_speech(args: argparse.Namespace) -> None:
     from .data.speech.make_speech import make_speech
 
@@ -244,9 +252,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MLflow experiment(s) to include (default: all)")
     r.add_argument("--out", metavar="DIR", help="output folder (default: echoes-runs/report)")
     r.add_argument("--run", metavar="RUN_ID", help="the run whose confusion matrix is shown (default: the best)")
-    r.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else echoes-runs/mlflow.db)")
+    r.add_argument("--uri", "--tracking-uri", help="MLflow tracking URI, e.g. http://HOST:5000 (default: "
+                   "$MLFLOW_TRACKING_URI, else echoes-runs/mlflow.db)")
     r.add_argument("--no-png", action="store_true", help="write only the HTML page")
     r.set_defaults(func=cmd_report)
+
+    sv = sub.add_parser("server", help="run the shared MLflow tracking server (artifacts proxied) for runs anywhere")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all; default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=5000, help="default 5000")
+    sv.add_argument("--backend-store", metavar="URI",
+                    help="sqlite:///FILE or postgresql://USER@HOST/DB (default: echoes-runs/mlflow.db)")
+    sv.add_argument("--artifacts", metavar="DIR|URI", help="where artifacts are kept: a folder or s3://... "
+                    "(default: echoes-runs/artifacts)")
+    sv.add_argument("--workers", type=int, help="server processes (default: 1 on SQLite, 4 otherwise)")
+    sv.add_argument("--allowed-hosts", metavar="LIST", help="Host headers accepted besides localhost and private "
+                    "addresses, e.g. hq.example.org,hq.example.org:*")
+    sv.set_defaults(func=cmd_server)
 
     for name, func, text in (("predict", cmd_predict, "predict with a trained model on any data source"),
                              ("evaluate", cmd_evaluate, "the test metrics of a trained model on any data source")):
