@@ -148,6 +148,26 @@ def cmd_server(args: argparse.Namespace) -> None:
         raise EchoesError(f"the MLflow server exited with code {code} — see its messages above")
 
 
+def cmd_launch(args: argparse.Namespace) -> None:
+    from . import launch
+
+    if args.what in ("status", "cancel"):
+        (launch.status if args.what == "status" else launch.cancel)(args.folder)
+        return
+    from .config import parse_overrides
+
+    keys = ("workers", "tracking_uri", "partition", "gpus", "cpus", "mem_gb", "time", "account", "cloud",
+            "region", "spot", "idle_minutes", "max_hours", "code", "cluster")
+    flags = {k: getattr(args, k) for k in keys} | {"backend": args.on, "sbatch": parse_overrides(args.sbatch) or None,
+                                                   "mounts": dict(m.split("=", 1) for m in args.mount) or None}
+    target = getattr(args, "target", None)
+    if target and "=" in target:  # `echoes launch compare seeds=[0]`: an override, not a suite
+        args.overrides.insert(0, target)
+        target = None
+    launch.launch(args.what, target or getattr(args, "config", None), args.overrides,
+                  launch.load_profile(args.profile, flags), dry_run=args.dry_run, wait=args.wait)
+
+
 def cmd_make_speech(args: argparse.Namespace) -> None:
     from .data.speech.make_speech import make_speech
 
@@ -268,6 +288,49 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--allowed-hosts", metavar="LIST", help="Host headers accepted besides localhost and private "
                     "addresses, e.g. hq.example.org,hq.example.org:*")
     sv.set_defaults(func=cmd_server)
+
+    lp = argparse.ArgumentParser(add_help=False)  # where to run: the same options for train, compare, sweep
+    lp.add_argument("--on", choices=["local", "slurm", "cloud"], help="where the tasks run (default local)")
+    lp.add_argument("--profile", metavar="NAME", help="options from configs/launch/NAME.yaml (flags win)")
+    lp.add_argument("--workers", type=int, metavar="N", help="local: tasks at once; sweep: workers on the study")
+    lp.add_argument("--tracking-uri", metavar="URI", help="where runs report (default: $MLFLOW_TRACKING_URI, "
+                    "else echoes-runs/mlflow.db); the cloud needs an `echoes server`")
+    lp.add_argument("--dry-run", action="store_true", help="cloud: print the SkyPilot task YAML, launch nothing")
+    lp.add_argument("--wait", action="store_true", help="slurm: wait until every task has finished")
+    sl = lp.add_argument_group("slurm")
+    sl.add_argument("--partition")
+    sl.add_argument("--gpus", help="Slurm: GPUs per node (2); cloud: type and count (A100:1)")
+    sl.add_argument("--cpus", type=int, help="CPUs per task")
+    sl.add_argument("--mem-gb", type=float)
+    sl.add_argument("--time", type=int, metavar="MINUTES", help="per job; then it is requeued and resumes")
+    sl.add_argument("--account")
+    sl.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="any sbatch option, e.g. "
+                    "--sbatch qos=high (repeatable)")
+    cl = lp.add_argument_group("cloud")
+    cl.add_argument("--cloud", help="aws, gcp, azure, ... (default: the cheapest SkyPilot can use)")
+    cl.add_argument("--region")
+    cl.add_argument("--spot", action="store_true", default=None, help="spot VMs, as a managed job that recovers")
+    cl.add_argument("--idle-minutes", type=int, help="tear the VM down after this much idleness (default 10)")
+    cl.add_argument("--max-hours", type=float, help="stop the command after this long (default 8)")
+    cl.add_argument("--code", choices=["repo", "wheel"], help="sync this checkout (default) or a built wheel")
+    cl.add_argument("--mount", action="append", default=[], metavar="VM_PATH=SOURCE",
+                    help="data for the VM: a bucket (s3://, gs://) or a local path, copied (repeatable)")
+    cl.add_argument("--cluster", help="SkyPilot cluster name (default: echoes-NAME)")
+    la = sub.add_parser("launch", help="run a train, a compare suite or a sweep elsewhere: --on local|slurm|cloud")
+    la_sub = la.add_subparsers(dest="what", required=True, metavar="WHAT")
+    lt = la_sub.add_parser("train", parents=[lp], help="one training run")
+    lt.add_argument("--config", help="experiment YAML file")
+    lt.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    lc = la_sub.add_parser("compare", parents=[lp], help="a suite: one task per dataset × model × seed")
+    lc.add_argument("target", nargs="?", metavar="SUITE")
+    lc.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    ls = la_sub.add_parser("sweep", parents=[lp], help="a sweep: --workers N workers on one study")
+    ls.add_argument("target", metavar="SWEEP")
+    ls.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    for what in ("status", "cancel"):
+        lx = la_sub.add_parser(what, help=f"{what} a launch (default: the latest)")
+        lx.add_argument("folder", nargs="?", help="its folder under echoes-runs/launch/")
+    la.set_defaults(func=cmd_launch)
 
     for name, func, text in (("predict", cmd_predict, "predict with a trained model on any data source"),
                              ("evaluate", cmd_evaluate, "the test metrics of a trained model on any data source")):
