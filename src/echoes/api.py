@@ -45,13 +45,15 @@ def train(
     *,
     dataset: Dataset | None = None,
     on_epoch: EpochCallback | None = None,
+    resume: bool | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Train and evaluate one model on one dataset, track it, and return the :class:`RunResult`
-    (metrics, history, and ``.model``, the fitted :class:`Model`)."""
+    (metrics, history, and ``.model``, the fitted :class:`Model`). ``resume``: continue from the
+    run's last checkpoint (None: only when the config has a ``name``)."""
     cfg = experiment_config(config, **overrides)
     check_experiment(cfg)
-    return run_experiment(cfg, dataset, on_epoch=on_epoch)
+    return run_experiment(cfg, dataset, on_epoch=on_epoch, resume=resume)
 
 
 def load_data(config: ExperimentConfig | DataConfig | str | Path | None = None, **overrides: Any) -> Dataset:

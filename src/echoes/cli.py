@@ -30,8 +30,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     check_experiment(cfg)
     ds = load_data(cfg)
     print(f"data  {ds.describe()}")
-    r = run_experiment(cfg, ds)
+    r = run_experiment(cfg, ds, resume=args.resume)
     m = r.metrics
+    if m.get(Metric.RESUMED_FROM_EPOCH) is not None:
+        print(f"resumed from the checkpoint of epoch {m[Metric.RESUMED_FROM_EPOCH]}")
     print(f"model {r.label} ({r.family}, learner {r.learner}): "
           f"{m[Metric.TRAINABLE_PARAMS]:,} trainable / {m[Metric.TOTAL_PARAMS]:,} total parameters")
     print(f"test accuracy {m[Metric.TEST_ACCURACY]:.4f}"
@@ -247,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="experiment YAML file")
     t.add_argument("--json", metavar="OUT", help="write the run's metrics to this JSON file")
     t.add_argument("--save", metavar="DIR", help="save the fitted model to this folder (load_model / echoes predict)")
+    t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
+                   help="continue from this run's last checkpoint, in the same MLflow run (default: only "
+                        "when the config has a name=); --no-resume starts afresh")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="e.g. model=lstm data=uea:BasicMotions train.epochs=50 seed=1")
     t.set_defaults(func=cmd_train)

@@ -80,6 +80,8 @@ class TrainConfig(BaseModel):
     amp: bool = True  # mixed precision, used only on CUDA
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_batch_size: int = Field(256, ge=1)
+    checkpoint_every: int = Field(1, ge=0)  # epochs between resumable checkpoints; 0: none
+    keep_checkpoints: int = Field(1, ge=1)  # how many of the latest checkpoints stay on disk
 
 
 class TrackingConfig(BaseModel):

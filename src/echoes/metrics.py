@@ -108,11 +108,12 @@ def _warm_up() -> None:
     if _warmed:
         return
     _warmed = True
-    layer = torch.nn.GRU(4, 4, batch_first=True)
-    opt = torch.optim.AdamW(layer.parameters())  # the first optimizer lazily imports ~150 MB of torch
-    out, _ = layer(torch.randn(2, 3, 4))
-    out.sum().backward()
-    opt.step()
+    with torch.random.fork_rng(devices=[]):  # the run's random numbers stay untouched (seeded runs repeat)
+        layer = torch.nn.GRU(4, 4, batch_first=True)
+        opt = torch.optim.AdamW(layer.parameters())  # the first optimizer lazily imports ~150 MB of torch
+        out, _ = layer(torch.randn(2, 3, 4))
+        out.sum().backward()
+        opt.step()
 
 
 class PeakMemory:

@@ -7,22 +7,26 @@ nothing above it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .config import ExperimentConfig
 from .data import Dataset, load_dataset
-from .learners import EpochCallback, FitResult, create_learner
+from .learners import Checkpoints, EpochCallback, FitResult, create_learner
 from .metrics import PeakMemory, Predictions, convergence_epoch, predict
 from .model import Model, build_model
 from .models import MODELS, SequenceModel
-from .tracking import tracker
+from .tracking import RunStopped, tracker
 from .utils import git_commit, resolve_device, seed_everything
 
 
@@ -37,7 +41,8 @@ class Metric(StrEnum):
     VAL_LOSS = "val_loss"
     TRAIN_ACCURACY = "train_accuracy"
     OVERFIT_GAP = "overfit_gap"  # train − val accuracy
-    TRAIN_SECONDS = "train_seconds"
+    TRAIN_SECONDS = "train_seconds"  # building the model's fixed weights included, as for any library's fit
+    BUILD_SECONDS = "build_seconds"  # of which: building the model (a reservoir's spectral radius...)
     TRAIN_SECONDS_PER_EPOCH = "train_seconds_per_epoch"
     EPOCHS = "epochs"
     BEST_EPOCH = "best_epoch"
@@ -47,6 +52,7 @@ class Metric(StrEnum):
     PEAK_MEMORY_MB = "peak_memory_mb"
     TRAINABLE_PARAMS = "trainable_params"
     TOTAL_PARAMS = "total_params"
+    RESUMED_FROM_EPOCH = "resumed_from_epoch"  # only in runs that continued from a checkpoint
 
 
 class Tag(StrEnum):
@@ -131,6 +137,23 @@ def check_experiment(cfg: ExperimentConfig) -> None:
         LEARNERS.get(cfg.learner.name)
 
 
+def run_key(cfg: ExperimentConfig, label: str, experiment: str | None = None) -> str:
+    """The name of a run's checkpoint folder: the same command gives the same key.
+
+    ``<label>-seed<seed>-<hash>``, the hash over the whole config except ``tracking.*`` and the
+    checkpoint settings, plus the MLflow experiment the run goes to."""
+    raw = cfg.model_dump(mode="json", exclude={"tracking": True, "train": {"checkpoint_every", "keep_checkpoints"}})
+    raw["experiment"] = experiment or cfg.tracking.experiment
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', label).strip('-')}-seed{cfg.seed}-{digest}"
+
+
+def checkpoints(cfg: ExperimentConfig, label: str, experiment: str | None = None) -> Checkpoints:
+    """A run's checkpoints: ``<results_dir>/checkpoints/<run key>/`` (tracking on or off)."""
+    folder = Path(cfg.tracking.results_dir) / "checkpoints" / run_key(cfg, label, experiment)
+    return Checkpoints(folder, every=cfg.train.checkpoint_every, keep=cfg.train.keep_checkpoints)
+
+
 def test_metrics(test: Predictions, num_classes: int, framewise: bool) -> dict[str, Any]:
     """What a model's predictions on a labelled test set measure: accuracy, top-5, loss, inference time."""
     m: dict[str, Any] = {
@@ -165,6 +188,8 @@ def _metrics(fit: FitResult, test: Predictions, val: Predictions, tr: Prediction
         Metric.TOTAL_PARAMS: total,
         Metric.CONVERGENCE_EPOCH: convergence_epoch(val_curve),
     }
+    if fit.resumed_from is not None:
+        m[Metric.RESUMED_FROM_EPOCH] = fit.resumed_from
     m.update({k: v for k, v in fit.extra.items() if isinstance(v, int | float | str | bool)})
     m.update({k: v for k, v in ds.info.items() if k.startswith("skipped")})
     return {str(k): v for k, v in m.items()}
@@ -183,25 +208,41 @@ def run_experiment(
     parent_run_id: str | None = None,
     experiment: str | None = None,
     tags: dict[str, Any] | None = None,
+    resume: bool | None = None,
 ) -> RunResult:
     """Train and evaluate one model on one dataset, track it, and return the result and fitted model.
 
     ``on_epoch`` may raise :class:`~echoes.tracking.RunStopped` to end the run early on purpose
-    (a pruned sweep trial); ``tags`` are added to the run's own."""
+    (a pruned sweep trial); ``tags`` are added to the run's own.
+
+    Iterative learners checkpoint every ``train.checkpoint_every`` epochs (:func:`checkpoints`).
+    ``resume=True`` continues from the last checkpoint of the same run key, in the same MLflow run,
+    and ends as an uninterrupted run would (same metrics, history and weights); ``None`` resumes
+    when the config has a ``name``; otherwise an old checkpoint is deleted and training starts
+    afresh. A finished (or deliberately stopped) run deletes its checkpoints."""
     device = resolve_device(cfg.train.device)
     ds = dataset if dataset is not None else load_data(cfg)
     seed_everything(cfg.seed)
+    t0 = time.perf_counter()
     module = build_model(cfg, ds.num_features, ds.num_classes, ds.framewise)
+    build_seconds = time.perf_counter() - t0
     learner_name = cfg.learner.name or module.default_learner
     learner = create_learner(learner_name, **cfg.learner.options())
     label = run_label(cfg, learner_name, module.default_learner)
+    ckpt = checkpoints(cfg, label, experiment) if cfg.train.checkpoint_every else None
+    if ckpt is not None and (resume if resume is not None else cfg.name is not None):
+        ckpt.load()
+    elif ckpt is not None:
+        ckpt.clear()
     run_tags = {
         Tag.MODEL: cfg.model.name, Tag.FAMILY: module.family, Tag.LEARNER: learner_name,
         Tag.DATA: cfg.data.source, Tag.SEED: cfg.seed, Tag.LABEL: label, Tag.GIT_COMMIT: git_commit(),
         **(tags or {}),
     }
     with tracker(cfg.tracking, f"{label} · {cfg.data.source} · seed {cfg.seed}", run_tags,
-                 parent_run_id, experiment) as run:
+                 parent_run_id, experiment, ckpt.meta.get("run_id") if ckpt else None) as run:
+        if ckpt is not None:
+            ckpt.meta["run_id"] = run.run_id
         run.log_params({**cfg.flat(), "learner.resolved": learner_name, "data.num_train": len(ds.train),
                         "data.num_classes": ds.num_classes, "data.num_features": ds.num_features})
 
@@ -213,14 +254,21 @@ def run_experiment(
         seed_everything(cfg.seed)
         with PeakMemory(device) as memory:
             t0 = time.perf_counter()
-            fit = learner.fit(module, ds, cfg.train, device=device, seed=cfg.seed, on_epoch=epoch_done)
-            train_seconds = time.perf_counter() - t0
+            try:
+                fit = learner.fit(module, ds, cfg.train, device=device, seed=cfg.seed, on_epoch=epoch_done,
+                                  checkpoint=ckpt)
+            except RunStopped:  # e.g. a pruned trial: ended for good, nothing to resume
+                if ckpt is not None:
+                    ckpt.clear()
+                raise
+            train_seconds = build_seconds + time.perf_counter() - t0 + fit.seconds_before_resume
 
         batch = cfg.train.eval_batch_size
         test = predict(module, ds.test, batch, device)
         val = predict(module, ds.val, batch, device)
         tr = predict(module, ds.train, batch, device)
         metrics = _metrics(fit, test, val, tr, ds, train_seconds, memory.megabytes, module)
+        metrics[Metric.BUILD_SECONDS] = build_seconds
         run.log_metrics(numeric(metrics))
         cm = test.confusion(ds.num_classes)
         run.log_dict(cfg.model_dump(), "config.yaml")
@@ -228,6 +276,8 @@ def run_experiment(
         fitted = Model.from_training(module.cpu(), cfg, ds)
         if cfg.tracking.log_weights:
             run.log_model(fitted)
+    if ckpt is not None:
+        ckpt.clear()
     return RunResult(
         model_name=cfg.model.name, label=label, learner=learner_name, family=module.family,
         data=cfg.data.source, seed=cfg.seed, metrics=metrics,

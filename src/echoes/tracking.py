@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +84,55 @@ def experiment_id(client: Any, uri: str, name: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+# Who runs a run: a RUNNING run whose process is gone was killed (SIGKILL, OOM, power) and is closed
+# as KILLED by the next run that starts in its experiment on the same host.
+HOST_TAG, PID_TAG, PROCESS_START_TAG = "echoes.host", "echoes.pid", "echoes.process_start"
+STOPPED_TAG = "stopped"
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc); None if it is gone or a zombie,
+    "" where /proc does not exist."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return ""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]  # state; starttime (field 22 of proc(5))
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming this process, so that a later start can tell whether the run's process is alive
+    (the start time guards against a reused PID)."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+            PROCESS_START_TAG: _process_start(os.getpid()) or ""}
+
+
+def mark_dead_runs(client: Any, experiment_ids: list[str]) -> list[str]:
+    """Close as KILLED (with a ``stopped`` tag) the RUNNING runs of these experiments whose process,
+    on this host, is gone; return their ids. Runs of other hosts are left alone: nobody here can tell."""
+    host, closed = socket.gethostname(), []
+    for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=5000):
+        tags = run.data.tags
+        if tags.get(HOST_TAG) != host or not tags.get(PID_TAG, "").isdigit():
+            continue
+        started = _process_start(int(tags[PID_TAG]))
+        if started is not None and started == tags.get(PROCESS_START_TAG, started):
+            continue  # still running
+        client.set_tag(run.info.run_id, STOPPED_TAG,
+                       f"process {tags[PID_TAG]} on {host} ended without closing the run (killed)")
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    return closed
+
+
 class NullTracker:
     """Tracking turned off: every call is accepted and nothing is written."""
 
@@ -111,16 +161,22 @@ class NullTracker:
 
 
 class MlflowTracker(NullTracker):
-    """One MLflow run; ends FINISHED, or FAILED when the block raises."""
+    """One MLflow run; ends FINISHED, or FAILED when the block raises (KILLED when stopped on purpose).
+
+    ``resume_run_id`` reopens that run (a resumed training) instead of starting a new one; if it no
+    longer exists in this store, a new run starts. Opening a run first closes the experiment's runs
+    whose process died (:func:`mark_dead_runs`)."""
 
     def __init__(self, cfg: TrackingConfig, run_name: str, tags: dict[str, Any] | None = None,
-                 parent_run_id: str | None = None, experiment: str | None = None) -> None:
+                 parent_run_id: str | None = None, experiment: str | None = None,
+                 resume_run_id: str | None = None) -> None:
         self.uri = store_uri(cfg)
         self.cfg = cfg
         self.run_name = run_name
         self.tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         self.parent_run_id = parent_run_id
         self.experiment = experiment or cfg.experiment
+        self.resume_run_id = resume_run_id
 
     def __enter__(self) -> MlflowTracker:
         ensure_store(self.uri)
@@ -128,18 +184,35 @@ class MlflowTracker(NullTracker):
 
         self.client = MlflowClient(self.uri)
         exp_id = experiment_id(self.client, self.uri, self.experiment)
-        tags = dict(self.tags)
+        mark_dead_runs(self.client, [exp_id])
+        tags = {**self.tags, **process_tags()}
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
-        run = self.client.create_run(exp_id, run_name=self.run_name, tags=tags)
-        self.run_id = run.info.run_id
+        self.run_id = self._reopen(tags) if self.resume_run_id else None
+        if self.run_id is None:
+            self.run_id = self.client.create_run(exp_id, run_name=self.run_name, tags=tags).info.run_id
         return self
+
+    def _reopen(self, tags: dict[str, str]) -> str | None:
+        """Mark run ``resume_run_id`` as running again in this process; None if it is gone."""
+        try:
+            run = self.client.get_run(self.resume_run_id)
+        except Exception:  # deleted from the store, or another store
+            return None
+        if run.info.lifecycle_stage != "active":
+            return None
+        for k, v in tags.items():  # this process's tags first: a concurrent start must not close it
+            self.client.set_tag(run.info.run_id, k, v)
+        if STOPPED_TAG in run.data.tags:
+            self.client.delete_tag(run.info.run_id, STOPPED_TAG)
+        self.client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, *_: object) -> None:
         status = "FINISHED"
         if exc_type is not None and issubclass(exc_type, RunStopped | KeyboardInterrupt):
             status = "KILLED"
-            self.client.set_tag(self.run_id, "stopped", str(exc) or "interrupted")
+            self.client.set_tag(self.run_id, STOPPED_TAG, str(exc) or "interrupted")
         elif exc_type is not None:
             status = "FAILED"
         self.client.set_terminated(self.run_id, status)
@@ -242,9 +315,12 @@ class TensorBoardTracker(NullTracker):
 
 
 def tracker(cfg: TrackingConfig, run_name: str, tags: dict[str, Any] | None = None,
-            parent_run_id: str | None = None, experiment: str | None = None) -> NullTracker:
-    """MLflow when enabled; TensorBoard too when ``tracking.tensorboard`` is on."""
-    inner = MlflowTracker(cfg, run_name, tags, parent_run_id, experiment) if cfg.enabled else NullTracker()
+            parent_run_id: str | None = None, experiment: str | None = None,
+            resume_run_id: str | None = None) -> NullTracker:
+    """MLflow when enabled (reopening ``resume_run_id`` if given); TensorBoard too when
+    ``tracking.tensorboard`` is on."""
+    inner = (MlflowTracker(cfg, run_name, tags, parent_run_id, experiment, resume_run_id) if cfg.enabled
+             else NullTracker())
     if cfg.tensorboard:
         logdir = Path(cfg.results_dir) / "tensorboard" / (experiment or cfg.experiment)
         return TensorBoardTracker(inner, logdir, run_name)
@@ -266,6 +342,7 @@ def write_mlflow_model(model: Any, folder: Path) -> Path:
     import logging
     import warnings
 
+    _quiet_mlflow()
     import mlflow.pyfunc
 
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # "no input example" advice on every run

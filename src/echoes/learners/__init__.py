@@ -17,6 +17,7 @@ from ..config import TrainConfig
 from ..data import Dataset
 from ..models import SequenceModel
 from ..registry import Registry
+from .checkpoint import Checkpoints
 
 LEARNERS = Registry("learner", "echoes.learners")
 
@@ -34,6 +35,8 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch
     best_epoch: int | None = None  # 1-based epoch whose weights were kept
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"ridge_alpha": 1e-3}
+    resumed_from: int | None = None  # the checkpoint's epoch when the fit continued an earlier one
+    seconds_before_resume: float = 0.0  # training time spent before that checkpoint was written
 
 
 class Learner(Protocol):
@@ -46,6 +49,7 @@ class Learner(Protocol):
         device: torch.device,
         seed: int,
         on_epoch: EpochCallback | None = None,
+        checkpoint: Checkpoints | None = None,  # iterative learners save to it and resume from it
     ) -> FitResult: ...
 
 
@@ -53,4 +57,4 @@ def create_learner(name: str, **options: Any) -> Learner:
     return LEARNERS.build(name, **options)
 
 
-__all__ = ["LEARNERS", "EpochCallback", "FitResult", "Learner", "create_learner", "register_learner"]
+__all__ = ["LEARNERS", "Checkpoints", "EpochCallback", "FitResult", "Learner", "create_learner", "register_learner"]

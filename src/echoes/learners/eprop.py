@@ -30,6 +30,7 @@ from ..models import SequenceModel
 from ..models.recurrent import Recurrent
 from ..models.spiking import LSNN, pseudo_derivative
 from . import EpochCallback, FitResult, register_learner
+from .checkpoint import Checkpoints
 from .gradient import GradientLearner
 
 FEEDBACK = ("symmetric", "random", "adaptive")
@@ -223,8 +224,11 @@ class EpropLearner(GradientLearner):
             self.B.grad = model.readout.weight.grad.clone()
         return step
 
+    def checkpoint_parts(self) -> dict[str, nn.Module | torch.Tensor]:
+        return {} if self.B is None else {"feedback": self.B}
+
     def fit(self, model: SequenceModel, data: Dataset, train: TrainConfig, *, device: torch.device, seed: int,
-            on_epoch: EpochCallback | None = None) -> FitResult:
+            on_epoch: EpochCallback | None = None, checkpoint: Checkpoints | None = None) -> FitResult:
         eprop_rule(model)  # fails early on models e-prop cannot train
         model.to(device)
         self.B = None
@@ -233,4 +237,4 @@ class EpropLearner(GradientLearner):
             w = model.readout.weight
             self.B = nn.Parameter((torch.randn(w.shape, generator=g) / math.sqrt(w.shape[1])).to(device))
         return super().fit(model, data, train.model_copy(update={"amp": False}), device=device, seed=seed,
-                           on_epoch=on_epoch)
+                           on_epoch=on_epoch, checkpoint=checkpoint)

@@ -15,6 +15,7 @@ from ..metrics import flat_targets, predict
 from ..models import SequenceModel
 from ..utils import progress
 from . import EpochCallback, FitResult, register_learner
+from .checkpoint import Checkpoints
 
 
 @register_learner("gradient")
@@ -45,6 +46,10 @@ class GradientLearner:
         scaler.scale(loss if reg is None else loss + reg).backward()
         return loss.detach(), int((logits.argmax(1) == target).sum()), len(target)
 
+    def checkpoint_parts(self) -> dict[str, nn.Module | torch.Tensor]:
+        """The learner's own state beyond the model and optimizer (e-prop's adaptive feedback)."""
+        return {}
+
     def fit(
         self,
         model: SequenceModel,
@@ -54,7 +59,11 @@ class GradientLearner:
         device: torch.device,
         seed: int,
         on_epoch: EpochCallback | None = None,
+        checkpoint: Checkpoints | None = None,
     ) -> FitResult:
+        """Train for ``train.epochs`` (fewer with early stopping); with ``checkpoint``, save the loop
+        after every ``checkpoint.every`` epochs and first continue from ``checkpoint.state``."""
+        fit_t0 = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
         model.to(device)
         opt = self.make_optimizer(model, train)
@@ -67,8 +76,15 @@ class GradientLearner:
         loss_fn = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
 
         result = FitResult()
-        best, best_state, stale = (-1.0, 0.0), None, 0
-        for epoch in range(1, train.epochs + 1):
+        best, best_state, stale, start, stopped = (-1.0, 0.0), None, 0, 1, False
+        parts = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler, **self.checkpoint_parts()}
+        loop = checkpoint.restore(parts, generator) if checkpoint is not None else None
+        if loop is not None:
+            result.history, result.best_epoch = loop["history"], loop["best_epoch"]
+            best, best_state, stale, stopped = tuple(loop["best"]), loop["best_state"], loop["stale"], loop["stopped"]
+            start = train.epochs + 1 if stopped else loop["epoch"] + 1
+            result.resumed_from, result.seconds_before_resume = loop["epoch"], loop["seconds"]
+        for epoch in range(start, train.epochs + 1):
             model.train()
             t0 = time.perf_counter()
             total_loss, correct, count = 0.0, 0, 0
@@ -109,8 +125,15 @@ class GradientLearner:
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
-                if train.patience is not None and stale >= train.patience:
-                    break
+                stopped = train.patience is not None and stale >= train.patience
+            if checkpoint is not None and checkpoint.due(epoch, last=stopped or epoch == train.epochs):
+                checkpoint.save(epoch, parts, generator, {
+                    "history": result.history, "best_epoch": result.best_epoch, "best": best,
+                    "best_state": best_state, "stale": stale, "stopped": stopped,
+                    "seconds": result.seconds_before_resume + time.perf_counter() - fit_t0,
+                })
+            if stopped:
+                break
         if best_state is not None:
             model.load_state_dict(best_state)
         return result

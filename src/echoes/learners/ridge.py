@@ -33,6 +33,7 @@ from ..models import SequenceModel
 from ..models.base import AveragedReadout
 from ..utils import progress
 from . import EpochCallback, FitResult, register_learner
+from .checkpoint import Checkpoints
 
 # λ grid, as multiples of the mean eigenvalue of XcᵀXc (so it follows the scale of the features).
 RELATIVE_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-8.0, 1.01, 0.5))
@@ -185,7 +186,8 @@ class RidgeLearner:
 
     @torch.no_grad()
     def fit(self, model: SequenceModel, data: Dataset, train: TrainConfig, *, device: torch.device,
-            seed: int, on_epoch: EpochCallback | None = None) -> FitResult:  # noqa: ARG002
+            seed: int, on_epoch: EpochCallback | None = None,
+            checkpoint: Checkpoints | None = None) -> FitResult:  # noqa: ARG002 — one pass: nothing to resume
         model.to(device).eval()
         blocks = [_Block(a, b, lin, device) for a, b, lin in readout_blocks(model.readout)]
         bs = self.batch_size or train.eval_batch_size
