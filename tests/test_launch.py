@@ -128,6 +128,30 @@ def test_a_suite_on_slurm_is_a_job_array_that_lands_every_run_in_mlflow(slurm, s
     assert status.returncode == 0 and status.stdout.count("done") == 4
 
 
+def test_a_preempted_slurm_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tracked_dir):
+    train = ["model=gru", "model.hidden_size=8", "data=synthetic:motion", "data.n_train=40", "data.n_test=20",
+             "train.epochs=300", "train.patience=null", "tracking.experiment=preempt"]
+    out = echoes("launch", "train", *train, "--on", "slurm", cwd=tracked_dir)
+    assert out.returncode == 0, out.stderr
+    checkpoints = tracked_dir / "echoes-runs" / "checkpoints"
+    deadline = time.monotonic() + 600
+    while not list(checkpoints.glob("*/epoch-*.pt")):  # a few epochs in
+        assert time.monotonic() < deadline, echoes("launch", "status", cwd=tracked_dir).stdout
+        time.sleep(0.5)
+    job = out.stdout.split("job ")[1].split()[0]
+    # what Slurm sends before a preemption or the time limit: submitit checkpoints and requeues the job
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    deadline = time.monotonic() + 600
+    while "done" not in (status := echoes("launch", "status", cwd=tracked_dir).stdout):
+        assert time.monotonic() < deadline and "failed" not in status and "ended" not in status, status
+        time.sleep(2)
+    runs = finished_runs(f"sqlite:///{tracked_dir / 'echoes-runs' / 'mlflow.db'}", "preempt")
+    assert len(runs) == 1  # the same MLflow run, continued
+    assert runs[0].data.metrics["resumed_from_epoch"] >= 1 and runs[0].data.metrics["epochs"] == 300
+    log = next((tracked_dir / "echoes-runs" / "launch").glob("train-*/logs/000.log")).read_text()
+    assert log.count("data  synthetic:motion") == 2 and "resumed from the checkpoint of epoch" in log
+
+
 def test_slurm_cancel_and_refusals(slurm, suite_dir):
     # held until tomorrow: still pending when cancelled
     out = echoes("launch", "train", *"model=esn data=synthetic:motion data.n_train=40".split(), "--on", "slurm",

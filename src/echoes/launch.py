@@ -100,9 +100,10 @@ class Task:
         return [sys.executable, "-m", "echoes", *self.argv]
 
     def __call__(self) -> int:
-        with open(self.log, "ab") as log:
-            code = subprocess.run(self.command(), cwd=self.cwd, env={**os.environ, **self.env},
-                                  stdout=log, stderr=subprocess.STDOUT).returncode
+        Path(self.exit_file).unlink(missing_ok=True)  # a requeued task starts over (and resumes)
+        with open(self.log, "ab") as log:  # appended: a requeued task's attempts follow each other
+            code = subprocess.run(self.command(), cwd=self.cwd, env={**os.environ, **self.env}, stdout=log,
+                                  stderr=subprocess.STDOUT, preexec_fn=_ignore_usr2).returncode
         atomic_write(self.exit_file, str(code))
         if code:
             raise RuntimeError(f"`echoes {shlex.join(self.argv)}` exited with {code} — see {self.log}")
@@ -114,6 +115,12 @@ class Task:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
+
+
+def _ignore_usr2() -> None:
+    # Slurm's warning before a time-out or preemption goes to every process of the job: only submitit
+    # (the parent) acts on it — it requeues the job; the command runs on until it is stopped, then resumes
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 @dataclass
@@ -326,11 +333,13 @@ def task_states(record: Launch) -> list[str]:
     states = []
     for i, t in enumerate(record.tasks):
         done = Path(t["exit_file"])
-        if done.is_file():
+        if record.on == "slurm" and record.job_ids[i] in queue:  # queued, running, or requeued
+            states.append(queue[record.job_ids[i]].lower())
+        elif done.is_file():
             code = done.read_text().strip()
             states.append("done" if code == "0" else f"failed (exit {code})")
         elif record.on == "slurm":
-            states.append(queue.get(record.job_ids[i], "ended without an exit code").lower())
+            states.append("ended without an exit code")
         else:
             states.append("running" if record.pid and _alive(record.pid) else "ended without an exit code")
     return states
