@@ -179,6 +179,19 @@ def test_a_suite_on_local_processes(suite_dir):
     assert echoes("launch", "status", cwd=suite_dir).stdout.count("done") == 4
 
 
+def test_a_sweep_launched_as_two_local_workers_shares_one_study(tracked_dir):
+    sweep = {"name": "launch-grid", "base": {"model": "esn", "data": {"source": "synthetic:motion", "n_train": 40,
+                                                                      "n_test": 20}},
+             "sampler": "grid", "space": {"model.units": [10, 15, 20, 25]}}
+    (tracked_dir / "grid.yaml").write_text(yaml.safe_dump(sweep))
+    out = echoes("launch", "sweep", "grid.yaml", "--workers", "2", cwd=tracked_dir)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("done: echoes sweep grid.yaml") == 2
+    runs = finished_runs(f"sqlite:///{tracked_dir / 'echoes-runs' / 'mlflow.db'}", "sweep-launch-grid")
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(int(r.data.params["model.units"]) for r in children) == [10, 15, 20, 25]
+
+
 # --- SkyPilot ------------------------------------------------------------------------------------
 
 def sky_load(text, tmp_path):
