@@ -16,7 +16,6 @@ see ``echoes server``). The launch folder ``<results_dir>/launch/<name>-<stamp>/
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -158,13 +157,6 @@ def _latest() -> Path:
     return found[-1].parent
 
 
-def _resumable() -> list[str]:
-    """``--resume`` where `echoes train` has it (checkpoints): a requeued job continues, not restarts."""
-    from .run import run_experiment
-
-    return ["--resume"] if "resume" in inspect.signature(run_experiment).parameters else []
-
-
 def tracking_uri(cfg: LaunchConfig) -> str:
     from .tracking import store_uri
 
@@ -187,7 +179,8 @@ def plan(kind: str, target: str | None, overrides: list[str], cfg: LaunchConfig)
         name = exp.name or f"{exp.model.name}-{exp.data.source.split(':')[-1].split('/')[-1]}"
         folder = _new_folder(f"train-{name}-{stamp}")
         config = ["--config", target] if target else []
-        return name, [["train", *config, *overrides, *_resumable()]], folder
+        # --resume: a requeued or relaunched task continues from its checkpoint in the same MLflow run
+        return name, [["train", *config, *overrides, "--resume"]], folder
     if kind == "compare":
         from .suite import load_suite
 
@@ -203,7 +196,7 @@ def plan(kind: str, target: str | None, overrides: list[str], cfg: LaunchConfig)
             raw["tracking"]["experiment"] = suite.experiment
             path = folder / "configs" / f"{i:03d}.yaml"
             atomic_write(path, yaml.safe_dump(raw, sort_keys=False))
-            tasks.append(["train", "--config", str(path.resolve()), *_resumable()])
+            tasks.append(["train", "--config", str(path.resolve()), "--resume"])
         return suite.name, tasks, folder
     if kind == "sweep":
         from .sweep import load_sweep
