@@ -209,7 +209,7 @@ def plan(kind: str, target: str | None, overrides: list[str], cfg: LaunchConfig)
 
 
 def _new_folder(name: str) -> Path:
-    folder = (_launch_root() / name).resolve()
+    folder = (_launch_root() / re.sub(r"[^A-Za-z0-9_.-]+", "-", name)).resolve()
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     (folder / "configs").mkdir(exist_ok=True)
     return folder
