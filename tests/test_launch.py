@@ -126,11 +126,12 @@ def test_a_suite_on_slurm_is_a_job_array_that_lands_every_run_in_mlflow(slurm, s
     assert len(array) == 1  # one job array, four elements
     status = echoes("launch", "status", str(folder), cwd=suite_dir)
     assert status.returncode == 0 and status.stdout.count("done") == 4
+    print(out.stdout, status.stdout, sep="")  # shown with pytest -s
 
 
 def test_a_preempted_slurm_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tracked_dir):
     train = ["model=gru", "model.hidden_size=8", "data=synthetic:motion", "data.n_train=40", "data.n_test=20",
-             "train.epochs=300", "train.patience=null", "tracking.experiment=preempt"]
+             "train.epochs=150", "train.patience=null", "tracking.experiment=preempt"]
     out = echoes("launch", "train", *train, "--on", "slurm", cwd=tracked_dir)
     assert out.returncode == 0, out.stderr
     checkpoints = tracked_dir / "echoes-runs" / "checkpoints"
@@ -147,7 +148,7 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_from_its_checkpoint(slurm
         time.sleep(2)
     runs = finished_runs(f"sqlite:///{tracked_dir / 'echoes-runs' / 'mlflow.db'}", "preempt")
     assert len(runs) == 1  # the same MLflow run, continued
-    assert runs[0].data.metrics["resumed_from_epoch"] >= 1 and runs[0].data.metrics["epochs"] == 300
+    assert runs[0].data.metrics["resumed_from_epoch"] >= 1 and runs[0].data.metrics["epochs"] == 150
     log = next((tracked_dir / "echoes-runs" / "launch").glob("train-*/logs/000.log")).read_text()
     assert log.count("data  synthetic:motion") == 2 and "resumed from the checkpoint of epoch" in log
 
