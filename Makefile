@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 setup: $(BIN)/.installed
 
-demo: setup  ## the default comparison: configs/suites/quick.yaml
+demo: setup  ## the default comparison: the packaged suite quick (src/echoes/configs/suites/quick.yaml)
 	$(BIN)/echoes compare
 
 phones: setup system-deps  ## the phones suite on a Festival corpus written to data/speech (once)

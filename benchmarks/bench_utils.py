@@ -66,6 +66,28 @@ def interleaved(candidates: dict[str, Callable[[int], object]], repeats: int
     return {k: float(np.median(v)) for k, v in times.items()}, outputs
 
 
+def templates(n: int, t: int, f: int, noise: float, classes: int = 5, seed: int = 0,
+              val_fraction: float = 0.0):
+    """Each class a smooth random template [t, f]; samples add Gaussian noise; standardised.
+
+    80/20 train/test split; ``val_fraction`` of the test rows become a validation split
+    (else validation = test).
+    """
+    from echoes.data import Dataset, Sequences
+    from echoes.data.sequences import standardize
+
+    rng = np.random.default_rng(seed)
+    base = np.cumsum(rng.standard_normal((classes, t, f)), axis=1) / np.sqrt(t)
+    y = rng.integers(0, classes, n)
+    x = (base[y] + noise * rng.standard_normal((n, t, f))).astype(np.float32)
+    seqs = Sequences(x, np.full(n, t), y)
+    cut = int(0.8 * n)
+    mid = cut + int(val_fraction * (n - cut))
+    train, test = seqs.subset(np.arange(cut)), seqs.subset(np.arange(mid, n))
+    val = seqs.subset(np.arange(cut, mid)) if mid > cut else test
+    return standardize(Dataset(f"templates {n}×{t}×{f}", train, val, test, list(map(str, range(classes)))))
+
+
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

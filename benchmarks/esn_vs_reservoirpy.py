@@ -48,18 +48,6 @@ RIDGE = 1e-3
 CPU = torch.device("cpu")
 
 
-def templates(n: int, t: int, f: int, noise: float, classes: int = 5, seed: int = 0) -> Dataset:
-    """Each class a smooth random template [t, f]; samples add Gaussian noise. 80/20 split."""
-    rng = np.random.default_rng(seed)
-    base = np.cumsum(rng.standard_normal((classes, t, f)), axis=1) / np.sqrt(t)
-    y = rng.integers(0, classes, n)
-    x = (base[y] + noise * rng.standard_normal((n, t, f))).astype(np.float32)
-    seqs = Sequences(x, np.full(n, t), y)
-    cut = int(0.8 * n)
-    train, test = seqs.subset(np.arange(cut)), seqs.subset(np.arange(cut, n))
-    return standardize(Dataset(f"templates {n}×{t}×{f}", train, test, test, list(map(str, range(classes)))))
-
-
 def basic_motions() -> Dataset:
     raw = SOURCES.build("uea", name="BasicMotions", seed=0)
     return standardize(Dataset("uea:BasicMotions", raw.train, raw.test, raw.test, raw.class_names))
@@ -129,8 +117,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     print(f"machine: {bench_utils.machine()}; reservoirpy {reservoirpy.__version__}\n")
-    workloads = [templates(300, 30, 12, noise=3.0),
-                 templates(1000 if args.quick else 5000, 100, 64, noise=12.0, seed=1),
+    workloads = [bench_utils.templates(300, 30, 12, noise=3.0),
+                 bench_utils.templates(1000 if args.quick else 5000, 100, 64, noise=12.0, seed=1),
                  basic_motions()]
     print(f"same weights, ReservoirPy vs echoes features: max |diff| = {same_weights_check(workloads[0]):.1e}"
           " (float64 vs float32)\n")

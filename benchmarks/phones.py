@@ -1,7 +1,7 @@
 """Phones: e-prop vs BPTT memory and time against sequence length; lmu_fft vs the stepped LMU.
 
     .venv/bin/python benchmarks/phones.py [--lengths 100,250,500,1000,2000] [--repeats 3]
-    .venv/bin/python benchmarks/phones.py --suite      # also runs configs/suites/phones.yaml
+    .venv/bin/python benchmarks/phones.py --suite      # also runs the packaged phones suite
 
 (i) One training step (gradients of one batch, 16 sequences of 39 features, 39 framewise
 classes) of an LSNN (100 neurons, half ALIF) and an LSTM (100 units), by e-prop and by
@@ -95,7 +95,7 @@ def main() -> None:
     p.add_argument("--lengths", default="100,250,500,1000,2000")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--suite", action="store_true", help="also run configs/suites/phones.yaml")
+    p.add_argument("--suite", action="store_true", help="also run the packaged phones suite")
     args = p.parse_args()
     device = torch.device(args.device)
     print(f"machine: {machine()}\n")
@@ -107,7 +107,7 @@ def main() -> None:
         from echoes.api import compare
 
         print("\n### The phones suite\n")
-        summary = compare("configs/suites/phones.yaml", echo=lambda s: print(s, file=sys.stderr))
+        summary = compare("phones", fresh=True, echo=lambda s: print(s, file=sys.stderr))
         print("```\n" + summary["table"] + "\n```")
 
 

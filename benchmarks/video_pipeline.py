@@ -9,7 +9,7 @@
    2 threads, the backbone on the CPU) into a fresh folder, clips/s over ``--clips`` clips, for
    each backbone (torchvision ones with weights=none at 112 px: ImageNet weights are not needed
    to time them) and for raw frames;
-3. training on the cache: every model of ``configs/suites/video-quick.yaml`` (same options)
+3. training on the cache: every model of the packaged suite ``video-quick`` (same options)
    through ``echoes.api.train`` (tracking off) on split 1, seconds and test accuracy.
 
 The generated data set is written to ``--root`` first if it is not there.
@@ -80,7 +80,7 @@ def main() -> None:
     print()
     print(markdown_table(["stage", "setting", "clips/s"], rows))
 
-    suite = load_suite("configs/suites/video-quick.yaml", [f"datasets=[ucf101:{root}]"])
+    suite = load_suite("video-quick", [f"datasets=[ucf101:{root}]"])
     ds = None
     results: dict[str, list[dict]] = {}
     for seed in args.seeds:

@@ -48,14 +48,12 @@ def tiny_npz(tmp_path):
             x[0, 0] = 2.0 if label else -2.0
             xs.append(x)
             ys.append(label)
-        arr = np.empty(n, dtype=object)
-        arr[:] = xs
-        return arr, np.array(ys)
+        return np.concatenate(xs), np.array([len(x) for x in xs]), np.array(ys)
 
-    x_tr, y_tr = make(80)
-    x_te, y_te = make(40)
-    path = tmp_path / "tiny.npz"
-    np.savez(path, X_train=x_tr, y_train=y_tr, X_test=x_te, y_test=y_te)
+    x_tr, len_tr, y_tr = make(80)
+    x_te, len_te, y_te = make(40)
+    path = tmp_path / "tiny.npz"  # the concatenated form: (ΣT, F) steps + lengths, no object arrays
+    np.savez(path, X_train=x_tr, lengths_train=len_tr, y_train=y_tr, X_test=x_te, lengths_test=len_te, y_test=y_te)
     return path
 
 

@@ -197,3 +197,21 @@ def test_readme_python_api_and_the_example_script_run(run_dir):
                          text=True, cwd=run_dir, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "same predictions" in out.stdout and (run_dir / "esn-basicmotions" / "weights.pt").is_file()
+
+
+def test_predict_reads_an_npz_of_inputs_only(esn_run, tmp_path, capsys):
+    folder = esn_run.model.save(tmp_path / "esn")
+    arrays, labels = _raw_test(esn_run)
+    lengths = np.array([len(a) for a in arrays])
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, X=np.concatenate(arrays), lengths=lengths)  # the safe (ΣT, F) + lengths form
+    out = tmp_path / "preds.json"
+    assert main(["predict", str(folder), str(inputs), "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["predicted"] for r in rows] == list(esn_run.model.predict(arrays)) and "label" not in rows[0]
+    assert "accuracy" not in capsys.readouterr().out
+    assert main(["evaluate", str(folder), f"npz:{inputs}"]) == 2
+    assert "no labels to evaluate" in capsys.readouterr().err
+    np.savez(inputs, X=np.concatenate(arrays), lengths=lengths, y=labels)  # with labels: scored by name
+    assert main(["evaluate", str(folder), str(inputs), "--device", "cpu"]) == 0
+    assert f"test accuracy {esn_run['test_accuracy']:.4f}" in capsys.readouterr().out

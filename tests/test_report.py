@@ -8,21 +8,24 @@ import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from PIL import Image
 
 from echoes.cli import main
 from echoes.errors import EchoesError
 from echoes.report import (
-    fig_accuracy_vs,
-    fig_curves,
-    fig_memory,
+    CURVE,
+    Confusion,
+    SweepData,
+    build_figures,
     importances,
-    load_runs,
     palette,
     pareto,
-    sweep_points,
+    read_report,
     write_report,
 )
+from echoes.report.figures import fig_accuracy_vs, fig_curves, fig_memory
+from echoes.run import Metric, Tag
 from echoes.suite import summarize
 from echoes.sweep import load_sweep, run_sweep
 
@@ -146,11 +149,13 @@ def test_page_renders_in_headless_chromium(store, tmp_path):
 
 
 def test_one_colour_per_model_in_every_figure(store):
-    runs, _ = load_runs(MlflowClient(store["uri"]), ["echoes-mini"])
-    rows = summarize([r.result() for r in runs])
+    runs = read_report(store["uri"], ["echoes-mini"]).runs
+    results = [r.result() for r in runs]
+    rows = summarize(results)
     colours = palette([r.label for r in runs])
     assert len(set(colours.values())) == 2
-    figs = [fig_accuracy_vs(rows, colours, "train_seconds", "s"), fig_memory(rows, colours), fig_curves(runs, colours)]
+    figs = [fig_accuracy_vs(rows, colours, "train_seconds", "s"), fig_memory(rows, colours),
+            fig_curves(results, colours)]
     seen = {}
     for fig in figs:
         for trace in fig.data:
@@ -161,14 +166,46 @@ def test_one_colour_per_model_in_every_figure(store):
 
 
 def test_sweep_section_has_every_trial_and_importances(store):
-    _, sweeps = load_runs(MlflowClient(store["uri"]), ["sweep-lr"])
-    (sweep,) = sweeps
-    points = sweep_points(sweep)
+    (sweep,) = read_report(store["uri"], ["sweep-lr"]).sweeps
+    points = sweep.points
     assert sorted(p["params"]["train.lr"] for p in points) == [0.003, 0.03, 0.3]
     assert all(p["state"] == "complete" and 0 <= p["value"] <= 1 for p in points)
-    assert set(importances(sweep, points)) == {"train.lr"}
+    assert set(importances(sweep)) == {"train.lr"}
     page = (store["root"] / "all" / "report.html").read_text()
     assert "Sweep lr" in page and "3 trials: 3 complete" in page
+
+
+def test_figures_from_plain_rows_without_mlflow():
+    def result(label, seed, acc, seconds, params, curve):
+        return {Tag.DATA: "npz:toy", Tag.LABEL: label, Tag.LEARNER: "gradient", Tag.SEED: seed,
+                Metric.TEST_ACCURACY: acc, Metric.TRAIN_SECONDS: seconds, Metric.TRAINABLE_PARAMS: params,
+                Metric.PEAK_MEMORY_MB: 100.0 + seed, Metric.INFERENCE_SECONDS_PER_SAMPLE: 1e-4, CURVE: curve}
+
+    results = [result("gru", 0, 0.8, 2.0, 500, [0.5, 0.7]), result("gru", 1, 0.9, 4.0, 500, [0.6, 0.9]),
+               result("esn", 0, 0.7, 0.5, 50, [0.7]), result("big", 0, 0.75, 9.0, 9000, [0.4, 0.5, 0.6])]
+    space = {"train.lr": FloatDistribution(1e-3, 1e-1, log=True), "model.hidden_size": CategoricalDistribution([4, 8])}
+    points = [{"trial": i, "state": "complete", "value": v, "params": {"train.lr": lr, "model.hidden_size": h},
+               "label": "gru"} for i, (v, lr, h) in enumerate([(0.6, 0.001, 4), (0.9, 0.01, 8), (0.7, 0.05, 4)])]
+    points.append({"trial": 3, "state": "pruned", "value": 0.2, "params": {"train.lr": 0.09, "model.hidden_size": 8},
+                   "label": "gru"})
+    sweep = SweepData("lr", Metric.VAL_ACCURACY, True, "sweep-lr", space, points)
+    figs = build_figures(results, [sweep], Confusion("gru", [[3, 1], [0, 4]], ["a", "b"]))
+
+    assert set(figs.figures) == {*FIGURES, "sweep_lr_params", "sweep_lr_importance"} and not figs.notes
+    assert [(r[Tag.LABEL], r["seeds"], r[Metric.TEST_ACCURACY]) for r in figs.rows] == [
+        ("gru", 2, pytest.approx(0.85)), ("esn", 1, 0.7), ("big", 1, 0.75)]
+    front = next(t for t in figs.figures["accuracy_vs_params"].data if t.name == "Pareto front")
+    assert list(front.x) == [50, 500] and list(front.y) == [0.7, pytest.approx(0.85)]  # big: costlier, worse
+    curves = {t.name: list(t.y) for t in figs.figures["learning_curves"].data if t.showlegend is not False}
+    assert curves == {"big": [0.4, 0.5, 0.6], "gru": [pytest.approx(0.55), pytest.approx(0.8)]}  # esn: 1 epoch
+    heat = figs.figures["confusion_matrix"].data[0]
+    assert np.allclose(heat.z, [[0.75, 0.25], [0, 1]]) and heat.text.tolist() == [[3, 1], [0, 4]]
+    panels = figs.figures["sweep_lr_params"].data
+    star = next(t for t in panels if t.name == "best (trial 1)")
+    assert list(star.x) == [0.01] and list(star.y) == [0.9]
+    assert [list(t.x) for t in panels if t.name == "pruned"] == [[0.09], ["8"]]  # categorical: as text
+    assert set(importances(sweep)) == {"train.lr", "model.hidden_size"}
+    assert figs.colours == palette(["big", "esn", "gru"])
 
 
 def test_pareto_front():

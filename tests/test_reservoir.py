@@ -95,24 +95,6 @@ def test_times_pooling_picks_evenly_spaced_states():
         np.testing.assert_allclose(feats[i], states[picks].ravel(), atol=1e-10)
 
 
-@pytest.mark.parametrize("name, kw", [
-    ("esn", dict(pooling="last")),
-    ("esn", dict(pooling="mean", washout=4, sparse=True)),
-    ("esn", dict(pooling="times", bidirectional=True, concat_input=True)),
-    ("deep_esn", dict(num_reservoirs=2, bidirectional=True)),
-    ("esn_ensemble", dict(members=3, concat_input=True)),
-])
-def test_padding_never_changes_features(name, kw):
-    """A sequence alone gives the same features as inside a padded batch with junk padding."""
-    model = esn(name, **kw)
-    x, lengths = batch()
-    feats = model.features(x, lengths)
-    assert feats.shape == (5, _in_features(model))
-    for i, n in enumerate(lengths.tolist()):
-        alone = model.features(x[i:i + 1, :n], lengths[i:i + 1])
-        torch.testing.assert_close(alone[0], feats[i], atol=1e-5, rtol=1e-5)
-
-
 def _in_features(model):
     ro = model.readout
     return ro.in_features if hasattr(ro, "in_features") else sum(ro.sizes)
@@ -157,12 +139,13 @@ def test_only_the_readout_is_trainable():
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(pooling="max"), "unknown pooling 'max'"),
+    (dict(pooling="max"), "model.pooling must be one of last, mean, last_mean, times, got 'max'"),
     (dict(leak_rate=0.0), "leak_rate"),
     (dict(activation="tanhh"), "did you mean 'tanh'"),
     (dict(spectral_radius=0.5, leak_rate=0.3, effective_radius=True), "1 - leak_rate"),
-    (dict(dtype="float16"), "unknown dtype"),
-    (dict(connectivity=0.0), "connectivity"),
+    (dict(dtype="float16"), "model.dtype must be one of float32, float64"),
+    (dict(connectivity=0.0), r"model.connectivity must be a number in \(0, 1\]"),
+    (dict(units="abc"), "model.units must be an integer >= 1, got 'abc' .* e.g. model.units=500"),
 ])
 def test_bad_hyperparameters_are_one_line_errors(kw, message):
     with pytest.raises(EchoesError, match=message):

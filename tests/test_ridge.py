@@ -180,3 +180,17 @@ def test_bad_input_is_one_line_error():
         create_learner("ridge", select="kfold")
     with pytest.raises(EchoesError, match="alpha"):
         create_learner("ridge", alpha=-1)
+
+
+@pytest.mark.parametrize("framewise", [False, True])
+def test_batches_from_host_slices_equal_the_splits_batches(framewise):
+    from echoes.learners.ridge import host_slices
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([5, 3, 7, 2, 6])
+    x = rng.standard_normal((5, 7, 2)).astype(np.float32) * (np.arange(7)[None, :, None] < lengths[:, None, None])
+    y = np.where(np.arange(7)[None, :] < lengths[:, None], 1, -1) if framewise else np.arange(5)
+    seqs = Sequences(x, lengths, y)
+    for got, want in zip(host_slices(seqs, 2, torch.device("cpu")), seqs.batches(2), strict=True):
+        for a, b in zip(got, want, strict=True):
+            assert torch.equal(a, b)

@@ -1,13 +1,14 @@
+import csv
+import multiprocessing
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import optuna
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -16,7 +17,12 @@ from echoes.api import train
 from echoes.cli import main
 from echoes.config import load_config
 from echoes.errors import EchoesError
-from echoes.sweep import HOST, load_sweep, lost_reason, make_storage, run_sweep, worker_identity
+from echoes.models import MODELS, register_model
+from echoes.models.base import SequenceModel
+from echoes.sweep import attempt, load_sweep, lost_reason, make_storage, open_study, retry_of, run_sweep
+from echoes.sweep.liveness import STALE, fail_stale, worker_storage
+from echoes.sweep.optuna_parts import HEARTBEAT
+from echoes.sweep.trials import claim, run_trial
 
 BASE = {"model": {"name": "gru", "hidden_size": 8},
         "train": {"epochs": 3, "batch_size": 16, "lr": 0.02, "patience": None}}
@@ -127,43 +133,43 @@ def test_a_trial_stopped_by_an_error_runs_again_when_the_sweep_resumes(tracked_d
     shutil.copyfile(tiny_npz, later)  # the user fixes what the error named, and runs the sweep again
     summary = run_sweep(load_sweep(path, [f"data=npz:{later}"]), echo=lambda _: None)
     first, second = _trials(load_sweep(path, [f"data=npz:{later}"]))
-    assert first.state == TrialState.FAIL and "later.npz" in first.user_attrs["lost"]
-    assert second.state == TrialState.COMPLETE and second.user_attrs["retry_of"] == 0
+    assert first.state == TrialState.FAIL and "later.npz" in lost_reason(first)
+    assert second.state == TrialState.COMPLETE and retry_of(second) == 0
     assert summary["counts"]["complete"] == 1 and summary["best"]["trial"] == 1
 
 
 def test_killed_worker_trial_is_marked_failed_and_retried(tracked_dir, tiny_npz, capfd):
-    path = _write(tracked_dir / "k.yaml", tiny_npz, name="kill", trials=2, pruning=False)
+    path = _write(tracked_dir / "k.yaml", tiny_npz, name="kill", trials=2, pruning=False, heartbeat=2)
     sweep = load_sweep(path, ["train.epochs=20"])
     exit_code = []
     launcher = threading.Thread(target=lambda: exit_code.append(
         main(["sweep", path, "train.epochs=20", "--workers", "2"])))
-    launcher.start()  # the launcher runs here; its two workers are processes
-    storage, victim, deadline = None, None, time.time() + 120
-    while victim is None and time.time() < deadline and launcher.is_alive():
+    launcher.start()  # the launcher runs here; its two workers are child processes of this one
+    storage, running, deadline = None, [], time.time() + 120
+    while len(running) < 2 and time.time() < deadline and launcher.is_alive():
         time.sleep(0.05)
         try:
             storage = storage or make_storage(sweep.storage_url)
             study_id = storage.get_study_id_from_name("kill")
         except (KeyError, OSError):  # not created yet
             continue
-        for t in storage.get_all_trials(study_id, states=(TrialState.RUNNING,)):
-            if "echoes:worker" in t.system_attrs:  # a worker has started this trial: kill it mid-way
-                victim = t
-                os.kill(t.system_attrs["echoes:worker"]["pid"], signal.SIGKILL)
-                break
+        running = [t for t in storage.get_all_trials(study_id, states=(TrialState.RUNNING,))
+                   if HEARTBEAT in t.system_attrs]
+    if len(running) == 2:  # both workers have started a trial: kill one mid-way
+        os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
     launcher.join(timeout=180)
-    out = capfd.readouterr().out
-    assert victim is not None and exit_code == [0], out
+    out, err = capfd.readouterr()
     trials = _trials(sweep)
-    assert [t.number for t in trials if t.user_attrs.get("lost")] == [victim.number], out
-    lost = trials[victim.number]
-    assert lost.state == TrialState.FAIL and "stopped" in lost.user_attrs["lost"]
-    retry = next(t for t in trials if t.user_attrs.get("retry_of") == victim.number)
+    lost = [t for t in trials if lost_reason(t)]
+    assert len(running) == 2 and exit_code == [0] and len(lost) == 1, out + err
+    (victim,) = lost
+    assert victim.number in [t.number for t in running]
+    assert victim.state == TrialState.FAIL and "stopped" in lost_reason(victim)
+    retry = next(t for t in trials if retry_of(t) == victim.number)
     assert retry.state == TrialState.COMPLETE
-    if lost.params:  # killed after sampling: the retry repeats the same parameters
-        assert retry.params == lost.params
-    assert retry.user_attrs["slot"] == victim.user_attrs["slot"] and retry.user_attrs["attempt"] == 2
+    if victim.params:  # killed after sampling: the retry repeats the same parameters
+        assert retry.params == victim.params
+    assert retry.user_attrs["slot"] == victim.user_attrs["slot"] and attempt(retry) == 2
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert sorted(t.user_attrs["slot"] for t in complete) == [0, 1]  # none lost, none run twice
     assert len(trials) == 3 and f"trial {victim.number} lost" in out and "1 lost" in out
@@ -174,18 +180,71 @@ def test_killed_worker_trial_is_marked_failed_and_retried(tracked_dir, tiny_npz,
     assert all("worker lost" in r.data.tags["stopped"] for r in runs)
 
 
-def test_lost_reason_by_process_and_by_heartbeat():
-    def running(**system_attrs):
-        return optuna.trial.create_trial(state=TrialState.RUNNING, system_attrs=system_attrs)
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_a_trial_silent_for_four_heartbeats_is_failed_and_retried(run_dir, tiny_npz, storage):
+    url = [] if storage == "journal" else [f"storage=sqlite:///{run_dir / 'study.db'}"]
+    sweep = load_sweep(_write(run_dir / "h.yaml", tiny_npz, name="beat", trials=2, heartbeat=1),
+                       ["tracking=false", *url])
+    open_study(sweep, echo=lambda _: None)
+    lines = []
+    store = worker_storage(sweep, lines.append)
+    silent, beating = claim(sweep, store), claim(sweep, store)
+    study_id = store.get_study_id_from_name("beat")
+    ids = [store.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in (silent, beating)]
+    store.record_heartbeat(ids[0])
+    time.sleep(5.2)  # over four heartbeat intervals (SQLite keeps whole seconds) without a beat from the first
+    store.record_heartbeat(ids[1])
+    fail_stale(sweep.load_study(store))
+    trials = _trials(sweep)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert lost_reason(trials[0]) == STALE and lost_reason(trials[1]) is None
+    assert retry_of(trials[2]) == silent.number and attempt(trials[2]) == 2
+    assert trials[2].user_attrs["slot"] == silent.user_attrs["slot"] and HEARTBEAT not in trials[2].system_attrs
+    assert lines == [f"trial {silent.number} lost ({STALE}): marked failed, retried as a new trial"]
 
-    done = subprocess.Popen([sys.executable, "-c", "pass"])
-    done.wait()
-    me = worker_identity()
-    now = time.time()
-    assert "stopped" in lost_reason(running(**{"echoes:worker": {"host": HOST, "pid": done.pid}}), 30)
-    assert lost_reason(running(**{"echoes:worker": me}), 30) is None
-    assert "stopped" in lost_reason(running(**{"echoes:worker": {**me, "start": "1"}}), 30)  # pid reused
-    far = {"host": "elsewhere", "pid": 1}
-    assert lost_reason(running(**{"echoes:worker": far, "echoes:heartbeat": now - 10}), 30, now) is None
-    assert "no heartbeat for 130s" in lost_reason(
-        running(**{"echoes:worker": far, "echoes:heartbeat": now - 130}), 30, now)
+
+def test_a_worker_whose_trial_was_given_up_as_lost_goes_on(run_dir, tiny_npz):
+    sweep = load_sweep(_write(run_dir / "g.yaml", tiny_npz, name="gone", trials=1), ["tracking=false"])
+    open_study(sweep, echo=lambda _: None)
+    lines = []
+    store = worker_storage(sweep, lines.append)
+    trial = claim(sweep, store)
+    other = make_storage(sweep.storage_url)  # another worker, which found this trial stale
+    other.set_trial_state_values(other.get_trial_id_from_study_id_trial_number(
+        other.get_study_id_from_name("gone"), trial.number), state=TrialState.FAIL)
+    assert run_trial(sweep, store, trial, {}, lines.append) == "lost"
+    assert lines == [f"trial {trial.number}: finished after being given up as lost; its retry counts"]
+
+
+class Broken(SequenceModel):
+    """A model whose every forward pass fails, as one that does not fit in memory would."""
+
+    def __init__(self, input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 4) -> None:
+        super().__init__(input_size, num_classes, framewise)
+        self.readout = torch.nn.Linear(hidden_size, num_classes)
+
+    def features(self, x, lengths):
+        raise RuntimeError(f"out of memory at hidden_size={self.readout.in_features}\nsecond line")
+
+
+@pytest.fixture
+def broken_model():
+    register_model("broken_for_test")(Broken)
+    yield "broken_for_test"
+    MODELS._items.pop("broken_for_test")
+
+
+def test_a_sweep_whose_every_trial_fails_exits_2_naming_the_first_error(run_dir, tiny_npz, broken_model, capsys):
+    path = _write(run_dir / "f.yaml", tiny_npz, name="fail", sampler="grid", trials=None,
+                  space={"model.hidden_size": [4, 8, 16]})
+    assert main(["sweep", path, f"model.name={broken_model}", "tracking=false"]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("echoes: error: sweep 'fail': all 3 trials failed, the first (trial 0) with "
+                          "RuntimeError: out of memory at hidden_size=4 — fix")
+    assert "second line" not in err and "name=" in err
+    assert out.count("fail ") == 3  # each trial's own line says why it failed
+    with open(run_dir / "echoes-runs" / "sweeps" / "fail" / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["state"], r["model.hidden_size"]) for r in rows] == [("fail", "4"), ("fail", "8"), ("fail", "16")]
+    assert all(r["error"].startswith("RuntimeError: out of memory") for r in rows)

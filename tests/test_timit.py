@@ -136,29 +136,21 @@ def test_any_letter_case_and_nested_root(speech_corpus, tmp_path):
     assert len(ds.train) == 8 and ds.info["test_set"] == "core"
 
 
-def test_missing_and_corrupt_files(speech_corpus, tmp_path):
-    with pytest.raises(EchoesError, match="folder not found"):
-        load(tmp_path / "nowhere", tmp_path)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(EchoesError, match="no TRAIN and TEST"):
-        load(tmp_path / "empty", tmp_path)
+def test_unreadable_audio_and_malformed_phn_files_are_skipped_and_counted(speech_corpus, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(speech_corpus, broken)
     wav = next((broken / "TRAIN").glob("DR1/*/SX*.WAV"))
     wav.write_bytes(b"not audio")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = load(broken, tmp_path / "c1")
-    assert ds.info["skipped_files"] == 1 and len(ds.train) == 7
-    assert any(issubclass(w.category, SkippedFileWarning) and wav.name in str(w.message) for w in caught)
-    phn = wav.with_suffix(".PHN")
+    phn = next(p for p in (broken / "TRAIN").glob("DR2/*/SX*.PHN"))
     phn.write_text("0 100 h#\n100 oops zz\n")
     with pytest.raises(EchoesError, match=r"SX\d+\.PHN:2: expected 'START END PHONE'"):
         read_phn(phn)
-    other = next(p for p in (broken / "TRAIN").glob("DR2/*/SX*.PHN"))
-    other.write_text("0 100 xx\n")
-    with pytest.raises(EchoesError, match="not one of TIMIT's 61 phones"):
-        load(broken, tmp_path / "c2")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load(broken, tmp_path / "c1")
+    assert ds.info["skipped_files"] == 2 and len(ds.train) == 6
+    skipped = [str(w.message) for w in caught if issubclass(w.category, SkippedFileWarning)]
+    assert any(wav.name in m for m in skipped) and any(phn.name in m and "START END" in m for m in skipped)
 
 
 def test_recurrent_models_and_lsnn_train_framewise_on_the_corpus(speech_corpus, tmp_path, run_dir):

@@ -18,19 +18,6 @@ def padded_pair(features: int, t: int = 5, pad: int = 4, scale: float = 1.0):
     return x, torch.cat([x, garbage], 1)
 
 
-@pytest.mark.parametrize("name", ["transformer", "mean_pool"])
-@pytest.mark.parametrize("framewise", [False, True])
-def test_padding_never_changes_an_output(name, framewise):
-    torch.manual_seed(0)
-    model = create_model(name, input_size=6, num_classes=3, framewise=framewise).eval()
-    x, padded = padded_pair(6)
-    lengths = torch.tensor([5])
-    with torch.no_grad():
-        alone = model(x, lengths)
-        inside = model(padded, lengths)
-    torch.testing.assert_close(inside[:, :5] if framewise else inside, alone)
-
-
 def test_mean_pool_is_blind_to_order_and_the_transformer_is_not():
     torch.manual_seed(0)
     x, _ = padded_pair(6, t=7)
@@ -46,33 +33,6 @@ def test_mean_pool_is_blind_to_order_and_the_transformer_is_not():
 def test_transformer_options_are_checked():
     with pytest.raises(EchoesError, match="divisible by nhead"):
         create_model("transformer", input_size=4, num_classes=2, d_model=30, nhead=4)
-
-
-def clip_batch(lengths, t):
-    """Frames as the frames-mode data gives them: [B, T, 3·S·S] values 0..255, zero-padded."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.zeros(len(lengths), t, PIXELS)
-    for b, n in enumerate(lengths):
-        x[b, :n] = torch.randint(0, 256, (n, PIXELS), generator=g).float()
-    return x, torch.tensor(lengths)
-
-
-@pytest.mark.parametrize("name,options", [
-    ("cnn_lstm", {"backbone": "small_cnn", "hidden_size": 8}),
-    ("cnn_transformer", {"backbone": "small_cnn", "d_model": 16, "nhead": 2, "num_layers": 1}),
-    ("r2plus1d_18", {"weights": "none"}),
-])
-def test_video_models_classify_clips_and_ignore_padding(name, options):
-    torch.manual_seed(0)
-    model = create_model(name, input_size=PIXELS, num_classes=4, **options).eval()
-    model.eval_chunk = 2  # a batch of 3 goes through in chunks, as a big eval batch would
-    x, lengths = clip_batch([4, 3, 4], t=4)
-    with torch.no_grad():
-        out = model(x, lengths)
-        alone = model(x[1:2, :3], lengths[1:2])
-    assert out.shape == (3, 4)
-    torch.testing.assert_close(out[1:2], alone, atol=1e-4, rtol=1e-4)
-    assert model.family == "video"
 
 
 def test_augmentation_is_the_same_for_every_frame_of_a_clip_and_only_in_training():

@@ -63,10 +63,11 @@ def load_data(config: ExperimentConfig | DataConfig | str | Path | None = None, 
     return _load_data(experiment_config(config, **overrides))
 
 
-def compare(suite: str | None = None, overrides: list[str] | None = None, *,
-            out_dir: str | None = None, echo: Any = print) -> dict[str, Any]:
-    """Run every model × dataset × seed of a suite (a path or a packaged name); write CSV/JSON;
-    return the summary."""
+def compare(suite: str | None = None, overrides: list[str] | None = None, *, out_dir: str | None = None,
+            workers: int = 1, fresh: bool = False, echo: Any = print) -> dict[str, Any]:
+    """Run every model × dataset × seed of a suite (a path or a packaged name) that its folder has not
+    finished yet (``fresh``: start over in a new folder), in ``workers`` processes; record each run as it
+    ends; return the summary. Failed runs do not stop the others: ``summary["failures"]`` lists them."""
     from .suite import load_suite, run_suite
 
     loaded = load_suite(suite, overrides or [])
@@ -74,7 +75,9 @@ def compare(suite: str | None = None, overrides: list[str] | None = None, *,
         raise EchoesError("the suite has no runs — list models, datasets and seeds")
     for cfg in loaded.runs:
         check_experiment(cfg)
-    return run_suite(loaded, out_dir=out_dir, echo=echo)
+    if workers < 1:
+        raise EchoesError(f"workers must be 1 or more, got {workers}")
+    return run_suite(loaded, out_dir=out_dir, workers=workers, fresh=fresh, echo=echo)
 
 
 __all__ = ["Model", "RunResult", "compare", "create_model", "experiment_config", "load_data", "load_model",

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import EchoesError
+from .errors import EchoesError, SkippedFileWarning
 from .utils import atomic_write, check_output
 
 
@@ -42,12 +43,26 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"train {m[Metric.TRAIN_SECONDS]:.2f}s over {m[Metric.EPOCHS]} epoch(s)  |  "
           f"inference {m[Metric.INFERENCE_SECONDS_PER_SAMPLE] * 1e3:.3f} ms/sequence  |  "
           f"peak memory {m[Metric.PEAK_MEMORY_MB]:.0f} MB")
+    stopped = stopped_early(r)
+    if stopped:
+        print(stopped)
     if r.run_id:
         print(f"mlflow run {r.run_id}  (model: runs:/{r.run_id}/model)")
     if args.save:
         print(f"model saved to {r.model.save(args.save)}")
     if args.json:
         _write_json(args.json, r.row())
+
+
+def stopped_early(r: Any) -> str | None:
+    """'stopped early at epoch 19, best epoch 9 restored' when early stopping ended an iterative run."""
+    from .run import Metric
+
+    epochs, best = r.metrics.get(Metric.EPOCHS), r.metrics.get(Metric.BEST_EPOCH)
+    planned = r.config.train.epochs if r.config is not None else None
+    if not (epochs and best and planned) or epochs >= planned:
+        return None
+    return f"stopped early at epoch {epochs}, best epoch {best} restored"
 
 
 def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -64,8 +79,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     if args.out:
         check_output(args.out, (".csv", ".json"))  # a bad path fails now, not after predicting
-    model, seqs = _model_and_data(args)
-    rows = prediction_rows(model, seqs, top_k=args.top_k)
+    model, (seqs, labelled) = _model_and_data(args)
+    rows = prediction_rows(model, seqs, top_k=args.top_k, labelled=labelled)
     if args.out:
         print(f"{len(rows)} predictions written to {write_predictions(rows, args.out)}")
     else:
@@ -84,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .predict import evaluate
     from .run import Metric
 
-    model, seqs = _model_and_data(args)
+    model, (seqs, _) = _model_and_data(args)
     m = evaluate(model, seqs, device=args.device)
     print(f"{model!r} on {args.data} ({args.split}: {len(seqs)} sequences)")
     print(f"test accuracy {m[Metric.TEST_ACCURACY]:.4f}"
@@ -95,26 +110,39 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         _write_json(args.json, m)
 
 
-def cmd_compare(args: argparse.Namespace) -> None:
+def cmd_compare(args: argparse.Namespace) -> int:
     from .api import compare
+    from .utils import MissingExtra, require
 
-    summary = compare(args.suite, args.overrides, out_dir=args.out)
+    summary = compare(args.suite, args.overrides, out_dir=args.out, workers=args.workers, fresh=args.fresh)
     print()
     print(summary["table"])
     print(f"\nresults in {summary['out_dir']} (runs.csv, runs.json, summary.json)")
     run_ids = [r["mlflow_run_id"] for r in summary["runs"] if r.get("mlflow_run_id")]
     if run_ids and not args.no_report:
-        from .report import write_report
+        try:
+            require("plotly", "report")
+            from .report import write_report
 
-        uri = summary.get("tracking_uri")
-        page = write_report(Path(summary["out_dir"]) / "report", uri=uri, experiments=[summary["experiment"]],
-                            run_ids=run_ids)
-        print(f"report: {page}")
+            uri = summary.get("tracking_uri")
+            page = write_report(Path(summary["out_dir"]) / "report", uri=uri, experiments=[summary["experiment"]],
+                                run_ids=run_ids)
+            print(f"report: {page}")
+        except MissingExtra as e:  # a core install: the results stand without the report
+            print(f"no report: {e}")
     if args.json:
         _write_json(args.json, summary)
+    failures = summary["failures"]
+    if failures:
+        print(f"\n{len(failures)} run(s) failed (run the same command again to retry them):", file=sys.stderr)
+        for f in failures:
+            print(f"  {f['label']} · {f['data']} · seed {f['seed']}: {f['error']}"
+                  + (f"  (traceback: {f['log']})" if f.get("log") else ""), file=sys.stderr)
+    return 1 if failures else 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
+    from .run import Metric
     from .sweep import load_sweep, run_sweep
 
     summary = run_sweep(load_sweep(args.sweep, args.overrides), workers=args.workers)
@@ -126,7 +154,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     best = summary["best"]
     if best:
         print(f"\nbest: trial {best['trial']}  {summary['objective']} {best['value']:.4f}"
-              + (f"  test accuracy {best['test_accuracy']:.4f}" if best.get("test_accuracy") is not None else ""))
+              + (f"  test accuracy {best[Metric.TEST_ACCURACY]:.4f}" if best.get(Metric.TEST_ACCURACY) is not None
+                 else ""))
         print(f"config: {best['config']}  (echoes train --config {best['config']})")
     print(f"trials: {summary['trials_csv']}  |  report: echoes report --experiment {summary['experiment']}")
     if args.json:
@@ -211,7 +240,8 @@ def cmd_features(args: argparse.Namespace) -> None:
     seed = options.pop("seed", 0)
     raw = SOURCES.build(kind, name=name, seed=seed, **options)
     if "feature_cache" not in raw.info:
-        raise EchoesError(f"{kind}: this source keeps no feature cache — nothing to extract")
+        raise EchoesError(f"{kind}: this source keeps no feature cache — `echoes features` is for sources "
+                          "that do (ucf101:ROOT, timit:ROOT)")
     print(f"{args.source}: train {len(raw.train)} / test {len(raw.test)} sequences, "
           f"{raw.train.x.shape[1]} steps × {raw.train.num_features} features")
     for key, value in raw.info.items():
@@ -221,18 +251,56 @@ def cmd_features(args: argparse.Namespace) -> None:
             print(f"  {key}: {value}")
 
 
-def cmd_models(args: argparse.Namespace) -> None:  # noqa: ARG001
-    from .models import list_models
+def print_options(registry: Any, name: str, title: str) -> None:
+    """A registered entry's description, then one line per option: name, default, type, meaning."""
+    print(f"{title} — {registry.summary(name)}")
+    rows = [(o.name, "(required)" if o.required else _shown(o.default), o.type, o.meaning)
+            for o in registry.describe(name)]
+    if not rows:
+        print("  no options")
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print(("  " + "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + f"  {row[3]}").rstrip())
+    print(f"set one with {registry.section}.NAME=VALUE")
 
-    rows = list_models()
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _print_list(rows: list[tuple[str, str]]) -> None:
     width = max(len(n) for n, _ in rows)
     for name, summary in rows:
         print(f"{name:<{width}}  {summary}")
 
 
-def cmd_datasets(args: argparse.Namespace) -> None:  # noqa: ARG001
+def cmd_models(args: argparse.Namespace) -> None:
+    from .models import MODELS, default_learner, list_models
+
+    if args.name:
+        print_options(MODELS, args.name, args.name)
+        print(f"learner: {default_learner(args.name)} unless learner=... says otherwise")
+        return
+    _print_list(list_models())
+
+
+def cmd_learners(args: argparse.Namespace) -> None:
+    from .learners import LEARNERS
+
+    if args.name:
+        print_options(LEARNERS, args.name, args.name)
+        return
+    _print_list([(n, LEARNERS.summary(n)) for n in LEARNERS.names()])
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
     from .data import SOURCES
 
+    if args.name:
+        kind = args.name.split(":", 1)[0]
+        print_options(SOURCES, kind, f"{kind}:NAME")
+        return
     for kind in SOURCES.names():
         fn = SOURCES.get(kind)
         print(f"{kind}:NAME  {SOURCES.summary(kind)}")
@@ -257,15 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("compare", help="run a suite of models × datasets × seeds and print the table")
-    c.add_argument("suite", nargs="?", help="suite YAML (default: configs/suites/quick.yaml)")
+    c.add_argument("suite", nargs="?", help="suite YAML or a packaged suite name: quick (default), video-quick, phones")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0] train.epochs=5")
     c.add_argument("--json", metavar="OUT", help="write the summary to this JSON file")
-    c.add_argument("--out", metavar="DIR", help="folder for runs.csv / runs.json (default: under results_dir)")
+    c.add_argument("--out", metavar="DIR",
+                   help="folder for runs.csv / runs.json (default: results_dir/compare/<suite>-<hash of its runs>)")
+    c.add_argument("--workers", type=int, default=1, metavar="N", help="runs in N parallel processes")
+    c.add_argument("--fresh", action="store_true", help="start over in a new folder instead of resuming")
     c.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report at the end")
     c.set_defaults(func=cmd_compare)
 
     w = sub.add_parser("sweep", help="search hyperparameters with Optuna (resumes when run again)")
-    w.add_argument("sweep", help="sweep YAML, or a name in configs/sweeps/")
+    w.add_argument("sweep", help="sweep YAML, or a packaged sweep name: esn_tpe, transformer_regularization")
     w.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="sweep keys (trials=50, storage=URL) or base experiment keys (train.epochs=5)")
     w.add_argument("--workers", type=int, default=1, metavar="N", help="local worker processes on one study")
@@ -355,8 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         e.set_defaults(func=func)
 
-    sub.add_parser("models", help="list the registered models").set_defaults(func=cmd_models)
-    sub.add_parser("datasets", help="list data sources and bundled datasets").set_defaults(func=cmd_datasets)
+
+    for command, func, what in (("models", cmd_models, "model"), ("learners", cmd_learners, "learner"),
+                                ("datasets", cmd_datasets, "data source")):
+        lp = sub.add_parser(command, help=f"list the {what}s, or one {what}'s options")
+        lp.add_argument("name", nargs="?", help=f"a {what}: print its options with defaults, types and meanings")
+        lp.set_defaults(func=func)
 
     f = sub.add_parser("features", help="extract a source's per-frame features into its cache (once)")
     f.add_argument("source", help="e.g. ucf101:data/ucf101")
@@ -398,19 +473,41 @@ def _split_suite_arg(args: argparse.Namespace) -> None:
         args.suite = None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, taking KEY=VALUE overrides anywhere — also after an option (``--json o.json data=...``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        rest = next((v for k in ("overrides", "options") if isinstance(v := getattr(args, k, None), list)), None)
+        if rest is None or any(a.startswith("-") for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)} — see echoes {args.command} --help")
+        rest.extend(extra)
     _split_suite_arg(args)
+    return args
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> str:
+    if issubclass(category, SkippedFileWarning):  # the message says it all; no source line below it
+        return f"echoes: warning: {message}\n"
+    return _format_warning(message, category, *rest, **kw)
+
+
+_format_warning = warnings.formatwarning
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
+    args = _parse(build_parser(), argv)
     try:
-        args.func(args)
+        if getattr(args, "json", None):
+            check_output(args.json)
+        code = args.func(args)
     except EchoesError as e:
         print(f"echoes: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("echoes: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ chosen builder (checked against its signature when it is built); ``train`` and
 from __future__ import annotations
 
 import copy
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,7 +134,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def parse_value(text: str) -> Any:
     """YAML scalars: 50 → int, 1e-3 → float, true → bool, [1,2] → list."""
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError:
         return text
     if isinstance(value, str):  # PyYAML reads 1e-3 as a string
@@ -170,7 +171,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise EchoesError(f"override '{item}' must look like KEY=VALUE, e.g. train.epochs=50")
         key, text = item.split("=", 1)
         if not key:
-            raise EchoesError(f"override '{item}' has an empty key")
+            raise EchoesError(f"override '{item}' has an empty key — write KEY=VALUE, e.g. train.epochs=50")
         set_dotted(out, key.strip(), parse_value(text))
     return out
 
@@ -189,16 +190,47 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    def __init__(self, key: Any, mark: yaml.Mark) -> None:
+        super().__init__(None, None, f"key '{key}' is given twice", mark)
+        self.key = key
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable):
+                if key in seen:
+                    raise DuplicateKeyError(key, key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise EchoesError(f"config file '{path}' is a directory — give the YAML file inside it")
     if not p.is_file():
         raise EchoesError(f"config file '{path}' not found — check the path")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
+    except UnicodeDecodeError:
+        raise EchoesError(f"config file '{path}' is not a text file (not UTF-8) — give a YAML file") from None
+    except DuplicateKeyError as e:
+        raise EchoesError(f"config file '{path}': {e.problem} (line {e.problem_mark.line + 1}) "
+                          "— keep one of them") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise EchoesError(f"config file '{path}' is not valid YAML{where} — fix its syntax") from None
+    except OSError as e:
+        raise EchoesError(f"config file '{path}' cannot be read ({e.strerror}) — check its permissions") from None
     if not isinstance(data, dict):
         raise EchoesError(f"config file '{path}' must hold a mapping of keys to values")
     return data
@@ -240,3 +272,20 @@ def _section_fields(loc: list[str]) -> list[str]:
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
     return list(model.model_fields)
+
+
+def read_config_file(kind: str, name: str, keys: Iterable[str]) -> tuple[Path, dict[str, Any]]:
+    """A suite or sweep file (``kind`` "suites" or "sweeps") found by :func:`~echoes.utils.find_config`
+    and read; a missing file or a top-level key not in ``keys`` is a one-line error."""
+    from .utils import find_config, packaged_configs
+
+    what = kind.removesuffix("s")
+    path = find_config(kind, name)
+    if not path.is_file():
+        raise EchoesError(f"{what} '{name}' not found — give a YAML path or one of: "
+                          + ", ".join(packaged_configs(kind)))
+    raw = read_yaml(path)
+    unknown_keys = sorted(set(raw) - set(keys))
+    if unknown_keys:
+        raise EchoesError(f"{what} {path}: unknown key '{unknown_keys[0]}' — {did_you_mean(unknown_keys[0], keys)}")
+    return path, raw

@@ -27,7 +27,6 @@ from .data import Dataset
 from .data.sequences import PAD_LABEL, Sequences, pad_sequences, valid_mask
 from .errors import EchoesError
 from .models import MODELS, SequenceModel, create_model
-from .registry import accepted_kwargs
 from .utils import atomic_write, git_commit
 
 META_FILE = "echoes-model.json"
@@ -220,8 +219,7 @@ class Model:
 def build_model(cfg: ExperimentConfig, input_size: int, num_classes: int, framewise: bool) -> SequenceModel:
     """The configured architecture, untrained; seeded builders (reservoirs) follow the run seed."""
     options = cfg.model.options()
-    accepted = accepted_kwargs(MODELS.get(cfg.model.name))
-    if "seed" not in options and (accepted is None or "seed" in accepted):
+    if "seed" not in options and "seed" in MODELS.entry(cfg.model.name).options.model_fields:
         options["seed"] = cfg.seed
     return create_model(cfg.model.name, input_size=input_size, num_classes=num_classes, framewise=framewise,
                         **options)

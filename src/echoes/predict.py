@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from .data import SOURCES, parse_source
-from .data.sequences import PAD_LABEL, Sequences
+from .data.npz import is_inputs_file, read_inputs
+from .data.sequences import PAD_LABEL, Sequences, pad_sequences
 from .errors import EchoesError
 from .metrics import predict as run_predictions
 from .model import Model, softmax
@@ -27,11 +28,21 @@ SPLITS = ("test", "train", "val")
 
 
 def source_split(model: Model, source: str, split: str = "test", options: dict[str, Any] | None = None
-                 ) -> Sequences:
-    """One split of a source, raw, its labels mapped to the model's class indices."""
+                 ) -> tuple[Sequences, bool]:
+    """One split of a source, raw, its labels mapped to the model's class indices; and whether it has
+    labels. An npz file of inputs only (``X`` + ``lengths``, optional ``y``) is read as it is."""
     if split not in SPLITS:
         raise EchoesError(f"split '{split}' — choose one of: {', '.join(SPLITS)}")
+    if ":" not in source and source.endswith(".npz"):  # a plain path to an npz file
+        source = f"npz:{source}"
     kind, name = parse_source(source)
+    if kind == "npz" and is_inputs_file(name):
+        arrays, y = read_inputs(name, **(options or {}))
+        x, lengths = pad_sequences(arrays)
+        if y is None:
+            unlabelled = np.full((len(lengths), x.shape[1]) if model.framewise else len(lengths), PAD_LABEL)
+            return Sequences(x, lengths, unlabelled), False
+        return Sequences(x, lengths, model.encode(y, lengths)), True
     trained_kind = parse_source(model.config.data.source)[0]
     merged = {**(model.config.data.options() if kind == trained_kind else {}), **(options or {})}
     raw = SOURCES.build(kind, name=name, seed=model.config.data.seed, **merged)
@@ -46,7 +57,7 @@ def source_split(model: Model, source: str, split: str = "test", options: dict[s
         raise EchoesError(f"{source}: label(s) {', '.join(missing[:10])} are not classes of this model "
                           f"({', '.join(model.class_names[:10])}) — evaluate on data with the training classes")
     mapping = np.array([lookup.get(c, PAD_LABEL) for c in raw.class_names] + [PAD_LABEL], np.int64)
-    return Sequences(seqs.x, seqs.lengths, mapping[seqs.y])  # y = -1 (PAD_LABEL) indexes the last entry
+    return Sequences(seqs.x, seqs.lengths, mapping[seqs.y]), True  # y = -1 (PAD_LABEL) indexes the last entry
 
 
 def prediction_rows(model: Model, seqs: Sequences, top_k: int = 1, labelled: bool = True) -> list[dict[str, Any]]:
@@ -94,11 +105,11 @@ def write_predictions(rows: list[dict[str, Any]], out: str | Path) -> Path:
 
 def evaluate(model: Model, seqs: Sequences, *, batch_size: int = 256, device: str = "cpu") -> dict[str, Any]:
     """The test metrics training reports (accuracy, top-5, loss, inference time) and the confusion matrix."""
+    if not (seqs.y != PAD_LABEL).any():
+        raise EchoesError("the data has no labels to evaluate against — use echoes predict instead")
     dev = resolve_device(device)
     model.module.to(dev)
     pred = run_predictions(model.module, model.prepare(seqs), batch_size, dev)
-    if not len(pred.y):
-        raise EchoesError("the data has no labels to evaluate against — use echoes predict instead")
     metrics = test_metrics(pred, len(model.class_names), model.framewise)
     metrics["confusion_matrix"] = pred.confusion(len(model.class_names)).tolist()
     return metrics

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .config import ExperimentConfig
 from .data import Dataset, load_dataset
-from .learners import Checkpoints, EpochCallback, FitResult, create_learner
+from .learners import Checkpoints, EpochCallback, FitResult, Learner, create_learner
 from .metrics import PeakMemory, Predictions, convergence_epoch, predict
 from .model import Model, build_model
-from .models import MODELS, SequenceModel
+from .models import MODELS, SequenceModel, default_learner
 from .tracking import RunStopped, tracker
 from .utils import git_commit, resolve_device, seed_everything
 
@@ -71,6 +72,8 @@ class Tag(StrEnum):
 
 # Per-epoch curves are logged as "epoch/<name>" so the run's final metrics keep the plain names.
 EPOCH_PREFIX = "epoch/"
+CONFIG_ARTIFACT = "config.yaml"  # every tracked run's resolved config
+CONFUSION_ARTIFACT = "confusion_matrix.json"  # {"classes": [...], "matrix": [[...]]} on the test split
 
 
 @dataclass(frozen=True)
@@ -127,14 +130,14 @@ def run_label(cfg: ExperimentConfig, learner: str, default_learner: str) -> str:
 
 
 def check_experiment(cfg: ExperimentConfig) -> None:
-    """Fail fast on names that do not exist, before any run starts."""
-    from .data import parse_source
+    """Fail fast, before any run starts: names that do not exist, options of the wrong name, type or range."""
+    from .data import SOURCES, parse_source
     from .learners import LEARNERS
 
-    MODELS.get(cfg.model.name)
-    parse_source(cfg.data.source)
-    if cfg.learner.name is not None:
-        LEARNERS.get(cfg.learner.name)
+    MODELS.check(cfg.model.name, cfg.model.options())
+    kind, _ = parse_source(cfg.data.source)
+    SOURCES.check(kind, cfg.data.options())
+    LEARNERS.check(cfg.learner.name or default_learner(cfg.model.name), cfg.learner.options())
 
 
 def run_key(cfg: ExperimentConfig, label: str, experiment: str | None = None) -> str:
@@ -200,6 +203,36 @@ def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
+def _checkpoints(cfg: ExperimentConfig, label: str, experiment: str | None, resume: bool | None
+                 ) -> Checkpoints | None:
+    """The run's checkpoint folder, loaded when resuming (default: when the run has a name), else emptied."""
+    if not cfg.train.checkpoint_every:
+        return None
+    ckpt = checkpoints(cfg, label, experiment)
+    if resume if resume is not None else cfg.name is not None:
+        ckpt.load()
+    else:
+        ckpt.clear()
+    return ckpt
+
+
+def _fit(learner: Learner, module: SequenceModel, ds: Dataset, cfg: ExperimentConfig, device: torch.device,
+         on_epoch: EpochCallback, ckpt: Checkpoints | None) -> tuple[FitResult, float, float]:
+    """Fit under the memory meter: (the learner's result, seconds spent fitting incl. before a resume, peak MB)."""
+    seed_everything(cfg.seed)
+    with PeakMemory(device) as memory:
+        t0 = time.perf_counter()
+        try:
+            fit = learner.fit(module, ds, cfg.train, device=device, seed=cfg.seed, on_epoch=on_epoch,
+                              checkpoint=ckpt)
+        except RunStopped:  # e.g. a pruned trial: ended for good, nothing to resume
+            if ckpt is not None:
+                ckpt.clear()
+            raise
+        seconds = time.perf_counter() - t0 + fit.seconds_before_resume
+    return fit, seconds, memory.megabytes
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     dataset: Dataset | None = None,
@@ -229,11 +262,7 @@ def run_experiment(
     learner_name = cfg.learner.name or module.default_learner
     learner = create_learner(learner_name, **cfg.learner.options())
     label = run_label(cfg, learner_name, module.default_learner)
-    ckpt = checkpoints(cfg, label, experiment) if cfg.train.checkpoint_every else None
-    if ckpt is not None and (resume if resume is not None else cfg.name is not None):
-        ckpt.load()
-    elif ckpt is not None:
-        ckpt.clear()
+    ckpt = _checkpoints(cfg, label, experiment, resume)
     run_tags = {
         Tag.MODEL: cfg.model.name, Tag.FAMILY: module.family, Tag.LEARNER: learner_name,
         Tag.DATA: cfg.data.source, Tag.SEED: cfg.seed, Tag.LABEL: label, Tag.GIT_COMMIT: git_commit(),
@@ -251,28 +280,17 @@ def run_experiment(
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
 
-        seed_everything(cfg.seed)
-        with PeakMemory(device) as memory:
-            t0 = time.perf_counter()
-            try:
-                fit = learner.fit(module, ds, cfg.train, device=device, seed=cfg.seed, on_epoch=epoch_done,
-                                  checkpoint=ckpt)
-            except RunStopped:  # e.g. a pruned trial: ended for good, nothing to resume
-                if ckpt is not None:
-                    ckpt.clear()
-                raise
-            train_seconds = build_seconds + time.perf_counter() - t0 + fit.seconds_before_resume
-
+        fit, fit_seconds, memory_mb = _fit(learner, module, ds, cfg, device, epoch_done, ckpt)
         batch = cfg.train.eval_batch_size
         test = predict(module, ds.test, batch, device)
         val = predict(module, ds.val, batch, device)
         tr = predict(module, ds.train, batch, device)
-        metrics = _metrics(fit, test, val, tr, ds, train_seconds, memory.megabytes, module)
+        metrics = _metrics(fit, test, val, tr, ds, build_seconds + fit_seconds, memory_mb, module)
         metrics[Metric.BUILD_SECONDS] = build_seconds
         run.log_metrics(numeric(metrics))
         cm = test.confusion(ds.num_classes)
-        run.log_dict(cfg.model_dump(), "config.yaml")
-        run.log_dict({"classes": ds.class_names, "matrix": cm.tolist()}, "confusion_matrix.json")
+        run.log_dict(cfg.model_dump(), CONFIG_ARTIFACT)
+        run.log_dict({"classes": ds.class_names, "matrix": cm.tolist()}, CONFUSION_ARTIFACT)
         fitted = Model.from_training(module.cpu(), cfg, ds)
         if cfg.tracking.log_weights:
             run.log_model(fitted)

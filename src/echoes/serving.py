@@ -7,7 +7,6 @@ sequence with ``label``, ``probability`` and the probability of every class.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -15,19 +14,19 @@ from mlflow.pyfunc import PythonModel
 
 from .tracking import ARTIFACT
 
-# MLflow advises type hints on predict; the signature gives the schema instead (hints would replace it)
-warnings.filterwarnings("ignore", message=".*type hints.*predict", category=UserWarning)
-
 
 class EchoesPyfunc(PythonModel):
     """Loads the saved echoes model from the MLflow model's artifacts; predicts on padded arrays."""
+
+    # The signature gives the input schema; MLflow's type-hint validation would replace it (and warns
+    # on every import that predict has no hints).
+    _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
         from .model import Model
 
         self.model = Model.load(context.artifacts[ARTIFACT])
 
-    # no type hints here: MLflow would read them as an input schema (the signature gives it)
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201, ARG002
         import pandas as pd
 

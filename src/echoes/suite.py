@@ -11,25 +11,37 @@ seeds: [0, 1]
 ```
 Overrides: ``seeds=[0]``, ``models=[lstm]``, ``datasets=[...]`` replace the lists;
 any other ``KEY=VALUE`` applies to every run (e.g. ``train.epochs=5``).
+
+A compare writes one folder, named from the suite and a hash of its resolved runs, and records
+each run there as it ends (``runs.json``). The same command run again finds that folder and runs
+only what is not finished; a failed run is recorded with its reason and the others go on.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
+import hashlib
+import io
 import json
 import math
-import time
+import multiprocessing
+import os
+import re
+import traceback
 from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import ExperimentConfig, build_config, deep_merge, parse_overrides, read_yaml
+from .config import ExperimentConfig, build_config, deep_merge, parse_overrides, read_config_file
 from .errors import EchoesError
 from .run import Metric, Tag
-from .utils import atomic_write, find_config, packaged_configs
+from .utils import atomic_write
 
 DEFAULT_SUITE = "quick"
 SUITE_KEYS = {"name", "experiment", "base", "models", "datasets", "seeds", "description"}
@@ -69,17 +81,7 @@ def _data_entry(entry: Any) -> dict[str, Any]:
 
 
 def load_suite(path: str | None, overrides: list[str]) -> Suite:
-    p = find_config("suites", path or DEFAULT_SUITE)
-    if not p.is_file():
-        raise EchoesError(f"suite '{path}' not found — give a YAML path or one of: "
-                          + ", ".join(packaged_configs("suites")))
-    raw = read_yaml(p)
-    unknown_keys = set(raw) - SUITE_KEYS
-    if unknown_keys:
-        from .errors import did_you_mean
-
-        key = sorted(unknown_keys)[0]
-        raise EchoesError(f"suite {p}: unknown key '{key}' — {did_you_mean(key, SUITE_KEYS)}")
+    p, raw = read_config_file("suites", path or DEFAULT_SUITE, SUITE_KEYS)
     parsed = parse_overrides(overrides)
     for key in LIST_KEYS:
         if key in parsed:
@@ -170,13 +172,108 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+# --- the compare folder: its record, its lock ----------------------------------------------------------------------
+
+STATUS, ERROR, RUN_KEY = "status", "error", "run_key"  # record columns: how a run ended, why it failed, which run
+FINISHED, FAILED = "finished", "failed"
+COMPARE_TAG, RUN_KEY_TAG = "compare_dir", "compare_run"  # MLflow tags: the folder a run belongs to, and its key
+
 CSV_KEYS = [
-    Tag.DATA, Tag.LABEL, Tag.MODEL, Tag.LEARNER, Tag.SEED, Metric.TEST_ACCURACY, Metric.TEST_TOP5,
+    Tag.DATA, Tag.LABEL, Tag.MODEL, Tag.LEARNER, Tag.SEED, STATUS, Metric.TEST_ACCURACY, Metric.TEST_TOP5,
     Metric.VAL_ACCURACY, Metric.TRAIN_ACCURACY, Metric.OVERFIT_GAP, Metric.TRAIN_SECONDS,
     Metric.TRAIN_SECONDS_PER_EPOCH, Metric.EPOCHS, Metric.CONVERGENCE_EPOCH, Metric.INFERENCE_SECONDS_PER_BATCH,
     Metric.INFERENCE_SECONDS_PER_SAMPLE, Metric.PEAK_MEMORY_MB, Metric.TRAINABLE_PARAMS, Metric.TOTAL_PARAMS,
-    Tag.RUN_ID,
+    Tag.RUN_ID, RUN_KEY, ERROR,
 ]
+
+
+def run_key(cfg: ExperimentConfig) -> str:
+    """A run's identity in its compare folder: a hash of its resolved config."""
+    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def suite_key(suite: Suite) -> str:
+    """The same suite with the same settings gets the same key, so the same command finds its folder."""
+    text = json.dumps([suite.experiment, [run_key(c) for c in suite.runs]])
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _lock(folder: Path) -> int | None:
+    """An exclusive lock on the folder, held until the process ends (or is killed); None if another holds it."""
+    fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def claim_folder(suite: Suite, out_dir: str | None, fresh: bool) -> tuple[Path, int]:
+    """The folder this compare writes, locked: ``--out DIR``, else ``<results_dir>/compare/<name>-<key>``
+    (the latest of ``-2``, ``-3``... when there are several) to resume, or a new one when ``fresh`` or when
+    another compare holds the latest. A new folder is made with an exclusive mkdir, so no two compares share one."""
+    key = suite_key(suite)
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        fd = _lock(out)
+        if fd is None:
+            raise EchoesError(f"another echoes compare is writing to {out} — wait for it, or choose another --out")
+        manifest = out / "suite.json"
+        other = json.loads(manifest.read_text()).get("key") if manifest.is_file() else None
+        problem = ("holds the results of another suite or other settings" if other not in (None, key)
+                   else "already holds results and --fresh starts over" if fresh and (out / "runs.json").exists()
+                   else None)
+        if problem:
+            os.close(fd)
+            raise EchoesError(f"--out {out} {problem} — choose an empty folder for --out")
+        return out, fd
+    root = Path(suite.runs[0].tracking.results_dir) / "compare"
+    root.mkdir(parents=True, exist_ok=True)
+
+    def folder(n: int) -> Path:
+        return root / (f"{suite.name}-{key}" if n == 1 else f"{suite.name}-{key}-{n}")
+
+    latest = 0
+    while folder(latest + 1).is_dir():
+        latest += 1
+    n = latest if latest and not fresh else latest + 1
+    while True:
+        out = folder(n)
+        try:
+            out.mkdir(exist_ok=n == latest)
+        except FileExistsError:  # made meanwhile by a compare started at the same moment
+            n += 1
+            continue
+        fd = _lock(out)
+        if fd is not None:
+            return out, fd
+        n += 1
+
+
+def _recorded(out: Path, keys: set[str]) -> dict[str, dict[str, Any]]:
+    """The finished runs this folder's record holds (failed ones run again)."""
+    path = out / "runs.json"
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    return {r[RUN_KEY]: r for r in rows if r.get(STATUS) == FINISHED and r.get(RUN_KEY) in keys}
+
+
+def _close_unrecorded(uri: str, experiment: str, out: Path, recorded_ids: set[str]) -> None:
+    """MLflow runs of this folder that the record does not hold (the compare was killed during or just
+    after them) end KILLED, so each run of the suite is FINISHED in MLflow exactly once."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return
+    where = str(out.resolve()).replace("'", "\\'")
+    for run in client.search_runs([exp.experiment_id], f"tags.{COMPARE_TAG} = '{where}'", max_results=50000):
+        if run.info.run_id not in recorded_ids and run.info.status in ("RUNNING", "FINISHED"):
+            client.set_tag(run.info.run_id, "stopped", "its compare was interrupted before recording it; run again")
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def _jsonable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -189,14 +286,15 @@ def _jsonable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_outputs(out: Path, suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Write runs.csv, runs.json, summary.json, table.txt; each file replaced atomically."""
-    rows = summarize(results)
-    summary = {"suite": suite.name, "experiment": suite.experiment, "rows": rows,
-               "runs": _jsonable(results), "table": format_table(rows), "out_dir": str(out)}
+    """Write runs.csv, runs.json (the record a rerun resumes from), summary.json, table.txt; each file
+    replaced atomically. The table summarises the finished runs; failed ones are listed apart."""
+    rows = summarize([r for r in results if r.get(STATUS, FINISHED) == FINISHED])
+    failures = [{k: r.get(k) for k in (Tag.DATA, Tag.LABEL, Tag.SEED, ERROR, "log")}
+                for r in results if r.get(STATUS) == FAILED]
+    summary = {"suite": suite.name, "experiment": suite.experiment, "rows": rows, "runs": _jsonable(results),
+               "failures": failures, "table": format_table(rows), "out_dir": str(out)}
 
-    from io import StringIO
-
-    buf = StringIO()
+    buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_KEYS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(results)
@@ -207,28 +305,124 @@ def write_outputs(out: Path, suite: Suite, results: list[dict[str, Any]]) -> dic
     return summary
 
 
-def run_suite(suite: Suite, *, out_dir: str | None = None, echo: Any = print) -> dict[str, Any]:
+# --- running: one run, in this process or in a worker ------------------------------------------------------------
+
+_worker_datasets: dict[str, Any] = {}  # a worker process loads each dataset once (or fails once)
+
+
+@dataclass
+class Outcome:
+    index: int
+    row: dict[str, Any]
+    traceback: str | None = None  # an unexpected error's, for the folder's log — never printed
+    loaded: str | None = None  # the dataset's description, when this run loaded it
+
+
+def run_one(index: int, cfg: ExperimentConfig, experiment: str, tags: dict[str, str],
+            datasets: dict[str, Any] | None = None) -> Outcome:
+    """Run one experiment of a suite, loading its dataset into ``datasets`` (default: this worker's) unless
+    there already; any error becomes a failed row with its one-line reason."""
     from .run import load_data, run_experiment
+
+    datasets = _worker_datasets if datasets is None else datasets
+    loaded = None
+    try:
+        key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True, default=str)
+        if key not in datasets:
+            try:
+                datasets[key] = load_data(cfg)
+                loaded = datasets[key].describe()
+            except Exception as e:
+                datasets[key] = e  # the other runs on this source fail the same way, without reloading
+        if isinstance(datasets[key], Exception):
+            raise datasets[key]
+        result = run_experiment(cfg, datasets[key], experiment=experiment, tags=tags)
+        return Outcome(index, {**result.row(), STATUS: FINISHED}, loaded=loaded)
+    except EchoesError as e:
+        return Outcome(index, _failed_row(cfg, str(e)), loaded=loaded)
+    except Exception as e:
+        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
+        return Outcome(index, _failed_row(cfg, reason), traceback.format_exc(), loaded)
+
+
+def _failed_row(cfg: ExperimentConfig, reason: str) -> dict[str, Any]:
+    label = cfg.name or cfg.model.name + (f"+{cfg.learner.name}" if cfg.learner.name else "")
+    return {Tag.DATA: cfg.data.source, Tag.LABEL: label, Tag.MODEL: cfg.model.name, Tag.LEARNER: cfg.learner.name,
+            Tag.SEED: cfg.seed, STATUS: FAILED, ERROR: reason}
+
+
+def _init_worker(workers: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # the workers share the cores
+
+
+def _outcomes(todo: list[tuple[int, ExperimentConfig, dict[str, str]]], experiment: str,
+              workers: int) -> Iterator[Outcome]:
+    """Outcomes as runs finish: here one after another, or in ``workers`` processes."""
+    if workers <= 1 or len(todo) <= 1:
+        datasets: dict[str, Any] = {}  # this compare's: a later one in this process reads the files again
+        for i, cfg, tags in todo:
+            yield run_one(i, cfg, experiment, tags, datasets)
+        return
+    # spawn, not fork: a forked child of a process that has used torch's thread pools can hang
+    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(workers,))
+    try:
+        futures = {pool.submit(run_one, i, cfg, experiment, tags): (i, cfg) for i, cfg, tags in todo}
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except Exception as e:  # the worker process itself died (killed, out of memory)
+                i, cfg = futures[future]
+                yield Outcome(i, _failed_row(cfg, f"{type(e).__name__}: its worker process died"))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _describe(row: dict[str, Any]) -> str:
+    if row[STATUS] == FAILED:
+        return f"FAILED: {row[ERROR]}"
+    return f"test acc {row[Metric.TEST_ACCURACY]:.3f}  train {row[Metric.TRAIN_SECONDS]:.2f}s"
+
+
+def run_suite(suite: Suite, *, out_dir: str | None = None, workers: int = 1, fresh: bool = False,
+              echo: Any = print) -> dict[str, Any]:
+    """Run the suite's runs not yet finished in its folder, recording each as it ends; return the summary
+    (``failures`` lists the runs that failed, with their reasons)."""
     from .tracking import ensure_store, store_uri
 
     first = suite.runs[0]
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(out_dir) if out_dir else Path(first.tracking.results_dir) / "compare" / f"{suite.name}-{stamp}"
-    out.mkdir(parents=True, exist_ok=True)
-    if first.tracking.enabled:
-        ensure_store(store_uri(first.tracking))
-    datasets: dict[str, Any] = {}
-    results: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {}
-    for i, cfg in enumerate(suite.runs, 1):
-        key = json.dumps(cfg.data.model_dump(), sort_keys=True)
-        if key not in datasets:
-            datasets[key] = load_data(cfg)
-            echo(f"data  {datasets[key].describe()}")
-        result = run_experiment(cfg, datasets[key], experiment=suite.experiment)
-        results.append(result.row())
-        echo(f"[{i}/{len(suite.runs)}] {result.label:<16} {cfg.data.source:<22} seed {cfg.seed}  "
-             f"test acc {result[Metric.TEST_ACCURACY]:.3f}  train {result[Metric.TRAIN_SECONDS]:.2f}s")
-        summary = write_outputs(out, suite, results)  # after every run: nothing finished is lost
-    summary["tracking_uri"] = store_uri(first.tracking) if first.tracking.enabled else None  # for the report
+    keys = [run_key(c) for c in suite.runs]
+    out, lock = claim_folder(suite, out_dir, fresh)
+    try:
+        atomic_write(out / "suite.json", json.dumps({"suite": suite.name, "experiment": suite.experiment,
+                                                     "key": suite_key(suite), "runs": len(keys)}, indent=2))
+        rows = _recorded(out, set(keys))
+        uri = store_uri(first.tracking) if first.tracking.enabled else None
+        if uri:
+            ensure_store(uri)  # once, before any worker writes to it
+            _close_unrecorded(uri, suite.experiment, out, {r[Tag.RUN_ID] for r in rows.values()})
+        if rows:
+            echo(f"resuming {out}: {len(rows)} of {len(keys)} runs already finished")
+        tags = {COMPARE_TAG: str(out.resolve())}
+        todo = [(i, c, {**tags, RUN_KEY_TAG: k}) for i, (c, k) in enumerate(zip(suite.runs, keys, strict=True))
+                if k not in rows]
+        summary = write_outputs(out, suite, [rows[k] for k in keys if k in rows])
+        for done, outcome in enumerate(_outcomes(todo, suite.experiment, workers), len(rows) + 1):
+            cfg, row = suite.runs[outcome.index], {**outcome.row, RUN_KEY: keys[outcome.index]}
+            if outcome.loaded:
+                echo(f"data  {outcome.loaded}")
+            if outcome.traceback:
+                slug = re.sub(r"[^A-Za-z0-9_.+-]+", "-", row[Tag.LABEL])
+                log = out / "logs" / f"run-{outcome.index + 1:03d}-{slug}-seed{cfg.seed}.log"
+                log.parent.mkdir(exist_ok=True)
+                atomic_write(log, outcome.traceback)
+                row["log"] = str(log)
+            rows[row[RUN_KEY]] = row
+            echo(f"[{done}/{len(keys)}] {row[Tag.LABEL]:<16} {cfg.data.source:<22} seed {cfg.seed}  {_describe(row)}")
+            summary = write_outputs(out, suite, [rows[k] for k in keys if k in rows])  # nothing finished is lost
+    finally:
+        os.close(lock)
+    summary["tracking_uri"] = uri  # for the report
     return summary

@@ -7,6 +7,7 @@ accepts the same calls and writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,8 +24,10 @@ import yaml
 from . import __version__
 from .config import TrackingConfig
 from .errors import EchoesError
+from .utils import file_lock, require
 
 _ready: set[str] = set()
+_own: set[str] = set()  # default stores under results_dir: echoes makes their folder, never one of a given URI
 MODEL_ARTIFACT = "model"  # where every tracked run logs its MLflow model: runs:/ID/model
 ARTIFACT = "echoes"  # the saved echoes model inside that MLflow model folder
 
@@ -36,7 +39,9 @@ def store_uri(cfg: TrackingConfig) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     root = Path(cfg.results_dir).resolve()
-    return f"sqlite:///{root / 'mlflow.db'}"
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    _own.add(uri)
+    return uri
 
 
 def _quiet_mlflow() -> None:
@@ -46,22 +51,52 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no calls home (and no timeouts offline)
     for name in ("alembic", "mlflow", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # its errors are raised, and said once
+
+
+def _clash(e: Exception) -> bool:
+    """Another process creating or migrating the same store (tables half made, database locked)."""
+    text = str(e).lower()
+    return any(s in text for s in ("already exists", "duplicate", "database is locked", "alembic", "no such table"))
 
 
 def ensure_store(uri: str) -> None:
-    """Create or upgrade the tracking store once (SQLite cannot do it concurrently)."""
+    """Create or upgrade the tracking store once. A SQLite store is created under a file lock beside
+    it (its schema migrations clash when run concurrently), then opened, retrying a clash with a
+    process that does not take the lock."""
     if uri in _ready:
         return
     _quiet_mlflow()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     from mlflow.tracking import MlflowClient
 
     _quiet_mlflow()  # mlflow resets its logger levels on import
-    try:
-        MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as e:  # unreachable server, bad URI, unwritable file
-        raise EchoesError(f"cannot open MLflow store '{uri}': {str(e).splitlines()[0]} — check tracking.uri") from None
+    given = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
+    with contextlib.ExitStack() as lock:
+        if uri.startswith("sqlite:///"):
+            db = Path(uri.removeprefix("sqlite:///"))
+            try:
+                if uri in _own:
+                    db.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise EchoesError(f"cannot create the MLflow store's folder {db.parent}: {e.strerror} — set "
+                                  "tracking.results_dir to a writable folder") from None
+            if not db.parent.is_dir():
+                raise EchoesError(f"cannot open MLflow store '{uri}': {db.parent} is not an existing folder "
+                                  f"— create it, or fix {given}")
+            with contextlib.suppress(OSError):  # a read-only folder: no store can be created there to race over
+                lock.enter_context(file_lock(db.with_name(f".{db.name}.lock")))
+        for attempt in range(4):
+            try:
+                MlflowClient(uri).search_experiments(max_results=1)
+                break
+            except Exception as e:  # unreachable server, bad URI, unwritable file, a migration clash
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                if _clash(e) and attempt < 3:
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                fix = ("another process was creating or upgrading it at the same time — run again" if _clash(e)
+                       else f"check {given}")
+                raise EchoesError(f"cannot open MLflow store '{uri}': {first} — {fix}") from None
     _ready.add(uri)
 
 
@@ -268,6 +303,7 @@ class TensorBoardTracker(NullTracker):
         self.final: dict[str, float] = {}
 
     def __enter__(self) -> TensorBoardTracker:
+        require("tensorboard", "tensorboard")  # torch.utils.tensorboard needs it
         from torch.utils.tensorboard import SummaryWriter
 
         self.inner.__enter__()
@@ -347,7 +383,8 @@ def write_mlflow_model(model: Any, folder: Path) -> Path:
 
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # "no input example" advice on every run
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        # an input example would make MLflow run the model at every save; the signature suffices
+        warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
         saved = model.save(Path(tmp) / ARTIFACT)
         mlflow.pyfunc.save_model(
             str(folder), python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # see serving.py

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -65,6 +68,23 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     return path
 
 
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) across processes sharing a folder.
+    Not POSIX: no lock, so one process at a time is up to the user."""
+    with open(path, "a") as lock:
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def cache_dir() -> Path:
     """Where derived data (feature caches) lives: ``$XDG_CACHE_HOME/echoes`` or ``~/.cache/echoes``."""
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "echoes"
@@ -78,6 +98,8 @@ def check_output(path: str | Path, suffixes: tuple[str, ...] = ()) -> Path:
     if suffixes and p.suffix not in suffixes:
         raise EchoesError(f"output '{path}' must end in {' or '.join(suffixes)}")
     folder = next((d for d in (p.parent, *p.parent.parents) if d.exists()), Path("."))
+    if not folder.is_dir():
+        raise EchoesError(f"output '{path}' cannot be written: {folder} is a file, not a folder — choose another path")
     if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise EchoesError(f"output '{path}' is not writable — choose another path")
     return p
@@ -114,3 +136,32 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+# What each extra of `pip install echoes[...]` is for (pyproject.toml's optional-dependencies).
+EXTRAS = {
+    "video": "video data and models",
+    "speech": "speech (timit:) data",
+    "uea": "UEA/UCR datasets (uea:)",
+    "report": "the HTML/PNG report",
+    "sweep": "sweeps",
+    "tensorboard": "TensorBoard logging",
+}
+
+
+class MissingExtra(EchoesError):
+    """An optional package is not installed; the message names the extra that installs it."""
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import an optional package, or fail with one line naming the extra that installs it
+    (``require("aeon", "uea")`` → ``pip install 'echoes[uea]'``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        top = module.split(".")[0]
+        if e.name is not None and e.name.split(".")[0] != top:  # installed, but one of its own imports failed
+            why = f"'{top}' is installed but does not import ({type(e).__name__}: {e})"
+        else:
+            why = f"'{top}' is not installed"
+        raise MissingExtra(f"{EXTRAS[extra]}: {why} — pip install 'echoes[{extra}]'") from None

@@ -1,8 +1,10 @@
 """Data sources, named ``KIND:NAME`` (``uea:BasicMotions``, ``npz:path.npz``...).
 
-A source is one file in this package with a function decorated by
-``@register_source("kind")``; it returns :class:`SourceData` and everything
-shared — validation split, standardisation, checks — happens here once.
+A source is one file in this package, listed in :data:`SOURCE_MODULES`, with a
+function decorated by ``@register_source("kind")`` (other packages: the
+``echoes.data`` entry-point group); it returns :class:`SourceData` and everything
+shared — validation split, standardisation, checks — happens here once. Its
+keyword parameters are its ``data.*`` options, checked against their annotations.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from ..errors import EchoesError
 from ..registry import Registry
 from .sequences import Dataset, Sequences, check_finite, standardize, stratified_split
 
-SOURCES = Registry("data source", "echoes.data")
+SOURCE_MODULES = ("synthetic", "npz", "uea", "ucf101", "timit")
+SOURCES = Registry("data source", "data", [f"{__name__}.{m}" for m in SOURCE_MODULES], group="echoes.data",
+                   context=("name", "seed"))
 
 
 def register_source(kind: str, examples: Callable[[], list[str]] | None = None):
@@ -57,6 +61,24 @@ def parse_source(spec: str) -> tuple[str, str]:
     return kind, name
 
 
+def check_labels(spec: str, raw: SourceData) -> None:
+    """Training must see two classes or more, and every class it is tested on (per-sequence labels;
+    framewise tasks name a fixed vocabulary, e.g. TIMIT's phones, of which a corpus may lack some)."""
+    seen = np.unique(raw.train.valid_labels())
+    if len(seen) < 2:
+        which = f" ('{raw.class_names[seen[0]]}')" if len(seen) else ""
+        raise EchoesError(f"{spec}: the training set has a single class{which} — a classifier needs "
+                          "examples of two classes or more")
+    if raw.train.framewise:
+        return
+    for split_name, split in (("test", raw.test), ("validation", raw.val)):
+        unseen = np.setdiff1d(split.y, seen) if split is not None else []
+        if len(unseen):
+            names = ", ".join(f"'{raw.class_names[i]}'" for i in unseen[:5]) + (" ..." if len(unseen) > 5 else "")
+            raise EchoesError(f"{spec}: {split_name} label(s) {names} never appear in training — add training "
+                              f"examples of them or drop them from the {split_name} set")
+
+
 def load_dataset(
     spec: str,
     *,
@@ -74,6 +96,7 @@ def load_dataset(
         if len(split) == 0:
             raise EchoesError(f"{spec}: the {split_name} split is empty — check the source files")
         check_finite(split.x, f"{spec}: {split_name} data")
+    check_labels(spec, raw)
     train, val = raw.train, raw.val
     if val is None:
         if not 0 < val_fraction < 1:

@@ -74,7 +74,11 @@ def synthetic(
     max_length: int = 60,
     noise: float = 0.6,
 ) -> SourceData:
-    """Built-in generated tasks: motion (direction of a bump in noise), recall (remember a cue)."""
+    """Built-in generated tasks: motion (direction of a bump in noise), recall (remember a cue).
+
+    ``n_train``: training sequences; ``n_test``: test sequences; ``min_length``: shortest sequence in
+    steps; ``max_length``: longest sequence in steps; ``noise``: standard deviation of the noise.
+    """
     makers = {"motion": _motion, "recall": _recall}
     if name not in makers:
         from ..errors import unknown

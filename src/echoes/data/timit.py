@@ -175,12 +175,12 @@ def load_features(root: Path, cache_dir: Path, cfg: MfccConfig = DEFAULT_MFCC) -
         if not u.wav.exists():
             skipped.append(f"{u.phn}: no audio file beside it")
             continue
-        try:
+        try:  # a file that cannot be read is skipped and counted, audio or phone labels alike
             audio, rate = read_audio(u.wav)
+            ends, phones = read_phn(u.phn)
         except EchoesError as e:
             skipped.append(str(e))
             continue
-        ends, phones = read_phn(u.phn)
         f = mfcc(audio, rate, cfg)
         feats.append(f)
         labels.append(frame_labels(ends, phones, len(audio), rate, cfg))
@@ -204,7 +204,11 @@ def load_features(root: Path, cache_dir: Path, cfg: MfccConfig = DEFAULT_MFCC) -
 @register_source("timit")
 def timit(name: str, *, seed: int = 0, phones: int = 39, test_set: str = "core",  # noqa: ARG001
           cache_dir: str | None = None) -> SourceData:
-    """TIMIT-layout speech (timit:ROOT): framewise 39-phone labels on MFCC+Δ+ΔΔ frames."""
+    """TIMIT-layout speech (timit:ROOT): framewise 39-phone labels on MFCC+Δ+ΔΔ frames.
+
+    ``phones``: 39 (folded, Lee & Hon) or 61 classes; ``test_set``: core or full; ``cache_dir``: where
+    MFCC features are cached (null: ~/.cache/echoes).
+    """
     if test_set not in ("core", "full"):
         raise EchoesError(f"timit: data.test_set must be core or full, got '{test_set}'")
     root = Path(name).expanduser()

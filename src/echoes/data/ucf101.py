@@ -139,7 +139,15 @@ def ucf101(
     workers: int = 2,
     clip_batch: int = 16,
 ) -> SourceData:
-    """UCF101-layout action videos (ucf101:ROOT) as per-frame CNN features, cached once."""
+    """UCF101-layout action videos (ucf101:ROOT) as per-frame CNN features, cached once.
+
+    ``split``: the official train/test split, 1-3; ``features``: small_cnn, resnet18, resnet50,
+    efficientnet_b3, or frames (raw pixels for video models); ``weights``: imagenet or none (null: the
+    backbone's default); ``frames``: frames per clip; ``size``: frame side in pixels (null: the backbone's);
+    ``sampling``: uniform or segments; ``cache_dir``: where features are cached (null: ~/.cache/echoes);
+    ``device``: where features are extracted (auto, cpu, cuda); ``workers``: decoding processes;
+    ``clip_batch``: clips per extraction batch.
+    """
     from ..utils import resolve_device
     from .video.backbones import backbone_info, resolve_weights
     from .video.decode import SAMPLING

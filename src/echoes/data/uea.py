@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EchoesError
+from ..utils import MissingExtra, require
 from . import SourceData, register_source
 from .labels import encode_labels
 from .sequences import Sequences, pad_sequences
@@ -14,6 +15,10 @@ def bundled() -> list[str]:
     """Classification datasets that ship inside aeon's wheel (work offline)."""
     import os
 
+    try:
+        require("aeon", "uea")
+    except MissingExtra:  # `echoes datasets` on a core install lists no names
+        return []
     from aeon.datasets import _data_loaders
     from aeon.datasets.dataset_collections import get_downloaded_tsc_tsr_datasets
     from aeon.datasets.tsc_datasets import multivariate, univariate
@@ -25,7 +30,11 @@ def bundled() -> list[str]:
 
 @register_source("uea", examples=bundled)
 def uea(name: str, *, seed: int = 0, extract_path: str | None = None) -> SourceData:  # noqa: ARG001
-    """UEA/UCR time-series classification archive via aeon (bundled sets work offline)."""
+    """UEA/UCR time-series classification archive via aeon (bundled sets work offline).
+
+    ``extract_path``: folder to download other archive sets into (null: aeon's default).
+    """
+    require("aeon", "uea")
     from aeon.datasets import load_classification
 
     splits = {}

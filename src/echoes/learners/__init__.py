@@ -1,8 +1,9 @@
 """Learners fit a model's weights: ``gradient`` (BPTT), ``ridge``, ``eprop``...
 
-A learner is a class in one file of this package, registered with
-``@register_learner("name")``; its constructor takes the ``learner.*`` options
-and ``fit`` does the work. The shared ``train.*`` settings come as a TrainConfig.
+A learner is a class in one file of this package (listed in :data:`LEARNER_MODULES`;
+other packages: the ``echoes.learners`` entry-point group), registered with
+``@register_learner("name")``; its constructor takes the ``learner.*`` options,
+checked against their annotations, and ``fit`` does the work. The shared ``train.*`` settings come as a TrainConfig.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ..models import SequenceModel
 from ..registry import Registry
 from .checkpoint import Checkpoints
 
-LEARNERS = Registry("learner", "echoes.learners")
+LEARNER_MODULES = ("gradient", "ridge", "eprop")
+LEARNERS = Registry("learner", "learner", [f"{__name__}.{m}" for m in LEARNER_MODULES], group="echoes.learners")
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 

@@ -19,6 +19,8 @@ learner's.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
@@ -28,12 +30,11 @@ from ..data import Dataset
 from ..errors import EchoesError
 from ..models import SequenceModel
 from ..models.recurrent import Recurrent
-from ..models.spiking import LSNN, pseudo_derivative
+from ..models.spiking import LSNN, SpikingLayer, pseudo_derivative
 from . import EpochCallback, FitResult, register_learner
 from .checkpoint import Checkpoints
 from .gradient import GradientLearner
 
-FEEDBACK = ("symmetric", "random", "adaptive")
 Step = tuple[torch.Tensor, int, int]  # mean loss, correct and counted predictions
 
 
@@ -61,6 +62,53 @@ def _counted(y: torch.Tensor, lengths: torch.Tensor, t: int, framewise: bool) ->
     return y, lengths - 1 == t
 
 
+class LsnnTraces:
+    """The eligibility traces of one LSNN layer over a batch (Bellec et al. 2020, Methods).
+
+    Laid out [neuron j, batch, presynaptic i], so that Σ_b L_bj ē_jbi is one batched matmul.
+    The input weights carry the bias as the weight of a constant input.
+    """
+
+    def __init__(self, layer: SpikingLayer, x: torch.Tensor, kappa: float) -> None:
+        b, _, f = x.shape
+        h, na = layer.hidden_size, int((layer.beta > 0).sum())  # ALIF neurons come first
+        self.na, self.kappa = na, kappa
+        self.alpha, self.rho, self.beta = layer.alpha, layer.rho, layer.beta[:na, None, None]
+        # Eligibility vectors: ε_v is presynaptic (one per input), ε_a per synapse of ALIF neurons.
+        self.ev_in, self.ev_rec = x.new_zeros(b, f + 1), x.new_zeros(b, h)
+        self.ea_in, self.ea_rec = x.new_zeros(na, b, f + 1), x.new_zeros(na, b, h)
+        self.e_in, self.e_rec = x.new_zeros(h, b, f + 1), x.new_zeros(h, b, h)
+        self.eb_in, self.eb_rec = torch.zeros_like(self.e_in), torch.zeros_like(self.e_rec)  # ē: filtered by κ
+        self.psi_prev = x.new_zeros(h, b, 1)
+
+    def presynaptic(self, x_t: torch.Tensor, z_prev: torch.Tensor) -> None:
+        """ε_a^t = ψ^{t-1} ε_v^{t-1} + (ρ − β ψ^{t-1}) ε_a^{t-1}, then ε_v^t = α ε_v^{t-1} + pre^t."""
+        p = self.psi_prev[: self.na]
+        self.ea_in.mul_(self.rho - self.beta * p).addcmul_(p, self.ev_in[None])
+        self.ea_rec.mul_(self.rho - self.beta * p).addcmul_(p, self.ev_rec[None])
+        self.ev_in = self.alpha * self.ev_in + x_t
+        self.ev_rec = self.alpha * self.ev_rec + z_prev
+
+    def eligibility(self, psi: torch.Tensor) -> None:
+        """e^t = ψ^t (ε_v^t − β ε_a^t); ē^t = κ ē^{t-1} + e^t. ``psi`` [H,B,1]."""
+        na = self.na
+        torch.mul(psi, self.ev_in[None], out=self.e_in)
+        torch.mul(psi, self.ev_rec[None], out=self.e_rec)
+        self.e_in[:na].addcmul_(psi[:na] * self.beta, self.ea_in, value=-1)
+        self.e_rec[:na].addcmul_(psi[:na] * self.beta, self.ea_rec, value=-1)
+        self.eb_in.mul_(self.kappa).add_(self.e_in)
+        self.eb_rec.mul_(self.kappa).add_(self.e_rec)
+        self.psi_prev = psi
+
+
+def _rate_gradient(model: LSNN, spikes: torch.Tensor, n_steps: torch.Tensor, se_in: torch.Tensor,
+                   se_rec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """E_reg = c Σ_j (f̄_j − f*)²: its gradient through the eligibility traces summed over valid steps."""
+    n = n_steps.clamp(min=1)
+    scale = (2 * model.rate_reg * (spikes / n - model.target_rate) / n)[:, None]
+    return scale * se_in, scale * se_rec
+
+
 @torch.no_grad()
 def lsnn_eprop(model: LSNN, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
                feedback: torch.Tensor | None = None, smoothing: float = 0.0) -> Step:
@@ -70,67 +118,44 @@ def lsnn_eprop(model: LSNN, x: torch.Tensor, lengths: torch.Tensor, y: torch.Ten
     """
     layer = model.layers[0]
     b, t_max, f = x.shape
-    h, na = layer.hidden_size, int((layer.beta > 0).sum())  # ALIF neurons come first
-    alpha, rho, kappa, thr = layer.alpha, layer.rho, model.kappa, layer.threshold
-    beta = layer.beta[:na, None, None]
+    h = layer.hidden_size
     W_out, fb = model.readout.weight, model.readout.weight if feedback is None else feedback
     w_in = torch.cat([layer.w_in, layer.bias[:, None]], 1)  # the bias is the weight of a constant input
     one = x.new_ones(b, 1)
     lengths = lengths.to(x.device)
     n_items = _num_items(y, t_max, model.framewise)
     s = layer.initial_state(b, x)
-    # Traces are laid out [neuron j, batch, presynaptic i] so that Σ_b L_bj ē_jbi is one batched matmul.
-    # Eligibility vectors: ε_v is presynaptic (one per input), ε_a per synapse of ALIF neurons.
-    ev_in, ev_rec = x.new_zeros(b, f + 1), x.new_zeros(b, h)
-    ea_in, ea_rec = x.new_zeros(na, b, f + 1), x.new_zeros(na, b, h)
-    e_in, e_rec = x.new_zeros(h, b, f + 1), x.new_zeros(h, b, h)
-    eb_in, eb_rec = torch.zeros_like(e_in), torch.zeros_like(e_rec)  # ē: traces filtered by κ
+    tr = LsnnTraces(layer, x, model.kappa)
     se_in, se_rec = torch.zeros_like(w_in), torch.zeros_like(layer.w_rec)  # Σ e over valid steps
     g_in, g_rec = torch.zeros_like(w_in), torch.zeros_like(layer.w_rec)
     g_out, g_b = torch.zeros_like(W_out), torch.zeros_like(model.readout.bias)
-    psi_prev, zeta = x.new_zeros(h, b, 1), x.new_zeros(b, h)
+    zeta = x.new_zeros(b, h)
     spikes, n_steps, loss, correct = x.new_zeros(h), x.new_zeros(()), x.new_zeros(()), x.new_zeros(())
     for t in range(t_max):
-        pre_rec = s.z
-        # ε_a^t = ψ^{t-1} ε_v^{t-1} + (ρ − β ψ^{t-1}) ε_a^{t-1}, then ε_v^t = α ε_v^{t-1} + pre^t
-        p = psi_prev[:na]
-        ea_in.mul_(rho - beta * p).addcmul_(p, ev_in[None])
-        ea_rec.mul_(rho - beta * p).addcmul_(p, ev_rec[None])
         x_t = torch.cat([x[:, t], one], 1)
-        ev_in = alpha * ev_in + x_t
-        ev_rec = alpha * ev_rec + pre_rec
+        tr.presynaptic(x_t, s.z)
         s, v_scaled = layer.step(x_t @ w_in.T, s)
-        psi = (pseudo_derivative(v_scaled) / thr).T[:, :, None]  # [H,B,1]
-        # e^t = ψ^t (ε_v^t − β ε_a^t); ē^t = κ ē^{t-1} + e^t
-        torch.mul(psi, ev_in[None], out=e_in)
-        torch.mul(psi, ev_rec[None], out=e_rec)
-        e_in[:na].addcmul_(psi[:na] * beta, ea_in, value=-1)
-        e_rec[:na].addcmul_(psi[:na] * beta, ea_rec, value=-1)
-        eb_in.mul_(kappa).add_(e_in)
-        eb_rec.mul_(kappa).add_(e_rec)
-        zeta = kappa * zeta + s.z
+        tr.eligibility((pseudo_derivative(v_scaled) / layer.threshold).T[:, :, None])
+        zeta = model.kappa * zeta + s.z
         logits = model.readout(zeta)
         y_t, counted = _counted(y, lengths, t, model.framewise)
         delta, step_loss = _error_signals(logits, y_t, counted, n_items, smoothing)
         loss += step_loss
         correct += ((logits.argmax(1) == y_t) & counted).sum()
         L = (delta @ fb).T[:, None, :]  # learning signal [H,1,B]
-        g_in += torch.bmm(L, eb_in)[:, 0]
-        g_rec += torch.bmm(L, eb_rec)[:, 0]
+        g_in += torch.bmm(L, tr.eb_in)[:, 0]
+        g_rec += torch.bmm(L, tr.eb_rec)[:, 0]
         g_out += delta.T @ zeta
         g_b += delta.sum(0)
         valid = (t < lengths).to(x.dtype)
-        se_in += torch.bmm(valid.expand(h, 1, b), e_in)[:, 0]
-        se_rec += torch.bmm(valid.expand(h, 1, b), e_rec)[:, 0]
+        se_in += torch.bmm(valid.expand(h, 1, b), tr.e_in)[:, 0]
+        se_rec += torch.bmm(valid.expand(h, 1, b), tr.e_rec)[:, 0]
         spikes += valid @ s.z
         n_steps += valid.sum()
-        psi_prev = psi
     if model.rate_reg:
-        # E_reg = c Σ_j (f̄_j − f*)²: its gradient through the eligibility traces.
-        n = n_steps.clamp(min=1)
-        scale = (2 * model.rate_reg * (spikes / n - model.target_rate) / n)[:, None]
-        g_in += scale * se_in
-        g_rec += scale * se_rec
+        r_in, r_rec = _rate_gradient(model, spikes, n_steps, se_in, se_rec)
+        g_in += r_in
+        g_rec += r_rec
     layer.w_in.grad, layer.bias.grad = g_in[:, :f].clone(), g_in[:, f].clone()
     layer.w_rec.grad = g_rec * layer.rec_mask
     model.readout.weight.grad, model.readout.bias.grad = g_out, g_b
@@ -180,31 +205,51 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
     return loss / n_items, int(correct), n_items
 
 
-def eprop_rule(model: SequenceModel):
+Rule = Callable[..., Step]
+# The online rule of each model class, with the check that the instance suits it. Another
+# package adds one with `EPROP_RULES[MyModel] = (my_rule, my_check)`; subclasses inherit it.
+EPROP_RULES: dict[type[SequenceModel], tuple[Rule, Callable[[SequenceModel], None]]] = {}
+
+
+def _check_lsnn(model: LSNN) -> None:
+    if model.bidirectional:
+        raise EchoesError("e-prop runs forward in time: use learner=gradient for a bidirectional lsnn")
+
+
+def _check_lstm(model: Recurrent) -> None:
+    if not isinstance(model.rnn, nn.LSTM):
+        raise EchoesError(f"e-prop supports the LSTM of the recurrent family, not '{model.name}' — "
+                          "use learner=gradient")
+    if model.rnn.num_layers != 1 or model.rnn.bidirectional:
+        raise EchoesError("e-prop supports one-layer, one-directional LSTMs (model.num_layers=1) "
+                          "— use learner=gradient for deeper ones")
+
+
+EPROP_RULES[LSNN] = (lsnn_eprop, _check_lsnn)
+EPROP_RULES[Recurrent] = (lstm_eprop, _check_lstm)
+
+
+def eprop_rule(model: SequenceModel) -> Rule:
     """The online rule for this model, or a one-line error naming what e-prop supports."""
-    if isinstance(model, LSNN):
-        if model.bidirectional:
-            raise EchoesError("e-prop runs forward in time: use learner=gradient for a bidirectional lsnn")
-        return lsnn_eprop
-    if isinstance(model, Recurrent) and isinstance(model.rnn, nn.LSTM):
-        if model.rnn.num_layers != 1 or model.rnn.bidirectional:
-            raise EchoesError("e-prop supports one-layer, one-directional LSTMs (model.num_layers=1) "
-                              "— use learner=gradient for deeper ones")
-        return lstm_eprop
+    for cls in type(model).__mro__:
+        if cls in EPROP_RULES:
+            rule, check = EPROP_RULES[cls]
+            check(model)
+            return rule
     raise EchoesError(f"learner eprop supports lsnn and lstm models, not '{model.name}' — "
                       "use learner=gradient")
 
 
 @register_learner("eprop")
 class EpropLearner(GradientLearner):
-    """e-prop (online, memory independent of sequence length) for lsnn and lstm."""
+    """e-prop (online, memory independent of sequence length) for lsnn and lstm.
 
-    def __init__(self, feedback: str = "symmetric", optimizer: str = "adamw",
-                 betas: tuple[float, float] = (0.9, 0.999)) -> None:
-        if feedback not in FEEDBACK:
-            from ..errors import unknown
+    ``feedback``: how the learning signal reaches the neurons (symmetric = W_out, random, adaptive).
+    ``optimizer``: adamw or sgd. ``betas``: AdamW's (β1, β2).
+    """
 
-            raise unknown("e-prop feedback", feedback, FEEDBACK)
+    def __init__(self, feedback: Literal["symmetric", "random", "adaptive"] = "symmetric",
+                 optimizer: Literal["adamw", "sgd"] = "adamw", betas: tuple[float, float] = (0.9, 0.999)) -> None:
         super().__init__(optimizer, betas)
         self.feedback = feedback
         self.B: nn.Parameter | None = None

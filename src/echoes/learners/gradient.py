@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +22,10 @@ from .checkpoint import Checkpoints
 
 @register_learner("gradient")
 class GradientLearner:
-    """Gradient descent on every trainable parameter (BPTT for recurrent models)."""
+    """Gradient descent on every trainable parameter (BPTT for recurrent models).
+
+    ``optimizer``: adamw or sgd (momentum 0.9). ``betas``: AdamW's (β1, β2).
+    """
 
     def __init__(self, optimizer: str = "adamw", betas: tuple[float, float] = (0.9, 0.999)) -> None:
         if optimizer not in ("adamw", "sgd"):
@@ -49,6 +54,27 @@ class GradientLearner:
     def checkpoint_parts(self) -> dict[str, nn.Module | torch.Tensor]:
         """The learner's own state beyond the model and optimizer (e-prop's adaptive feedback)."""
         return {}
+
+    def train_epoch(self, model: SequenceModel, batches: Iterable[tuple[torch.Tensor, ...]],
+                    opt: torch.optim.Optimizer, sched: Any, scaler: torch.amp.GradScaler, loss_fn: nn.Module,
+                    train: TrainConfig, epoch: int, steps_per_epoch: int) -> tuple[float, float]:
+        """One pass over the training batches; returns (mean loss, accuracy) over what counted."""
+        model.train()
+        total_loss, correct, count = 0.0, 0, 0
+        for step, (x, lengths, y) in enumerate(batches):
+            opt.zero_grad(set_to_none=True)
+            loss, batch_correct, batch_count = self.backward(model, x, lengths, y, loss_fn, scaler)
+            if train.clip_grad_norm:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
+            scaler.step(opt)
+            scaler.update()
+            if sched is not None:  # warm restarts count in fractional epochs
+                sched.step(epoch - 1 + (step + 1) / steps_per_epoch)
+            total_loss += loss.item() * batch_count
+            correct += batch_correct
+            count += batch_count
+        return total_loss / max(count, 1), correct / max(count, 1)
 
     def fit(
         self,
@@ -85,31 +111,18 @@ class GradientLearner:
             start = train.epochs + 1 if stopped else loop["epoch"] + 1
             result.resumed_from, result.seconds_before_resume = loop["epoch"], loop["seconds"]
         for epoch in range(start, train.epochs + 1):
-            model.train()
             t0 = time.perf_counter()
-            total_loss, correct, count = 0.0, 0, 0
             batches = progress(
                 data.train.batches(train.batch_size, shuffle=True, generator=generator, device=device),
                 total=steps_per_epoch, desc=f"epoch {epoch}/{train.epochs}", unit="batch",
             )
-            for step, (x, lengths, y) in enumerate(batches):
-                opt.zero_grad(set_to_none=True)
-                loss, batch_correct, batch_count = self.backward(model, x, lengths, y, loss_fn, scaler)
-                if train.clip_grad_norm:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
-                scaler.step(opt)
-                scaler.update()
-                if sched is not None:
-                    sched.step(epoch - 1 + (step + 1) / steps_per_epoch)
-                total_loss += loss.item() * batch_count
-                correct += batch_correct
-                count += batch_count
+            train_loss, train_accuracy = self.train_epoch(model, batches, opt, sched, scaler, loss_fn, train,
+                                                          epoch, steps_per_epoch)
             seconds = time.perf_counter() - t0
             val = predict(model, data.val, train.eval_batch_size, device)
             metrics = {
-                "train_loss": total_loss / max(count, 1),
-                "train_accuracy": correct / max(count, 1),
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
                 "val_loss": val.loss(),
                 "val_accuracy": val.accuracy,
                 "lr": opt.param_groups[0]["lr"],

@@ -19,6 +19,7 @@ Works for any SequenceModel whose readout is an ``nn.Linear`` (or an
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -35,6 +36,10 @@ from ..utils import progress
 from . import EpochCallback, FitResult, register_learner
 from .checkpoint import Checkpoints
 
+# On CUDA a model that says what a sequence costs (``harvest_bytes``) is harvested in batches that
+# fill this share of the free device memory (often the whole split at once), instead of batches of
+# train.eval_batch_size.
+DEVICE_HARVEST_SHARE = 0.5
 # λ grid, as multiples of the mean eigenvalue of XcᵀXc (so it follows the scale of the features).
 RELATIVE_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-8.0, 1.01, 0.5))
 SELECTIONS = ("auto", "loo", "val")
@@ -139,6 +144,21 @@ class _Block:
             self.linear.bias.copy_((self.my - self.mx @ w).to(self.linear.bias.dtype))
 
 
+def host_slices(seqs: Sequences, batch_size: int, device: torch.device
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:meth:`Sequences.batches` in order, from slices of the host arrays: no gathering copy on the
+    host, and each row goes to the device once."""
+    for a in range(0, len(seqs), batch_size):
+        rows = slice(a, a + batch_size)
+        t = int(seqs.lengths[rows].max())
+        y = seqs.y[rows, :t] if seqs.framewise else seqs.y[rows]
+        with warnings.catch_warnings():  # a read-only memory map: torch only reads it
+            warnings.simplefilter("ignore", UserWarning)
+            x, lengths, y = (torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True)
+                             for v in (seqs.x[rows, :t], seqs.lengths[rows], y))
+        yield x.float(), lengths, y
+
+
 def _spd_solve(a: torch.Tensor, alpha: float, b: torch.Tensor) -> torch.Tensor:
     """(A + αI)⁻¹ B for symmetric positive semi-definite A; pseudo-inverse when singular."""
     reg = a + alpha * torch.eye(len(a), dtype=a.dtype, device=a.device)
@@ -159,8 +179,9 @@ class RidgeLearner:
     train), ``val`` (the validation split), or ``auto`` (loo for one label per
     sequence, val for framewise labels, whose neighbouring frames are too alike for
     leave-one-out). ``batch_size``: sequences per harvest batch (default
-    train.eval_batch_size). ``cache_mb``: features kept in memory for the selection
-    pass; beyond it they are recomputed.
+    train.eval_batch_size; on CUDA, for reservoirs, as many as fit in half the free device
+    memory). ``cache_mb``: features kept in memory for the selection pass; beyond it they
+    are recomputed.
     """
 
     def __init__(self, alpha: float | None = None, alphas: list[float] | None = None,
@@ -179,9 +200,12 @@ class RidgeLearner:
     def _batches(self, model: SequenceModel, seqs: Sequences, batch_size: int,
                  device: torch.device, what: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(features [m, D], labels [m]) of the rows that count, batch by batch."""
+        if device.type == "cuda" and self.batch_size is None and hasattr(model, "harvest_bytes"):
+            per_sequence = model.harvest_bytes(int(seqs.lengths.max()))
+            batch_size = max(1, int(DEVICE_HARVEST_SHARE * torch.cuda.mem_get_info(device)[0]) // per_sequence)
         total = -(-len(seqs) // batch_size)
-        for x, lengths, y in progress(seqs.batches(batch_size, device=device), total=total,
-                                      desc=f"ridge: {what}", unit="batch"):
+        batches = host_slices(seqs, batch_size, device)
+        for x, lengths, y in progress(batches, total=total, desc=f"ridge: {what}", unit="batch"):
             yield flat_targets(model.features(x, lengths), y)
 
     @torch.no_grad()
@@ -245,10 +269,11 @@ class RidgeLearner:
         num_classes = blocks[0].linear.out_features
         cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []
         cached_bytes = 0
+        labels = seqs.valid_labels()  # checked on the host: the harvest never waits for it
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise EchoesError(f"labels must lie in 0..{num_classes - 1}, "
+                              f"got {int(labels.min())}..{int(labels.max())}")
         for feats, y in self._batches(model, seqs, batch_size, device, "harvest"):
-            if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-                raise EchoesError(f"labels must lie in 0..{num_classes - 1}, "
-                                  f"got {int(y.min())}..{int(y.max())}")
             if cache is not None:
                 cache.append((feats, y))
                 cached_bytes += feats.numel() * feats.element_size()

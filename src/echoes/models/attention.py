@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from ..errors import EchoesError
-from . import register_model
-from .base import SequenceModel, step_mask
+from . import Options, register_model
+from .base import SequenceModel, masked_mean, step_mask
 
 
 def sinusoids(t: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -28,18 +28,31 @@ def sinusoids(t: int, dim: int, device: torch.device) -> torch.Tensor:
     return pe
 
 
+class TransformerOptions(Options):
+    """Hyperparameters of the transformer encoder."""
+
+    d_model: int = Field(64, ge=2, description="width of every layer (even, divisible by nhead)")
+    nhead: int = Field(4, ge=1, description="attention heads")
+    num_layers: int = Field(2, ge=1, description="encoder layers")
+    dim_feedforward: int | None = Field(None, ge=1, description="feed-forward width (null: 2·d_model)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in every layer and before the readout")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerOptions:
+        if self.d_model % self.nhead or self.d_model % 2:
+            raise ValueError(f"d_model ({self.d_model}) must be even and divisible by nhead ({self.nhead}) — "
+                             "change model.d_model or model.nhead")
+        return self
+
+
 class TransformerEncoder(SequenceModel):
-    """Self-attention over the whole (valid) sequence, pooled by a masked mean."""
+    """Transformer encoder (sinusoidal positions, padding mask, masked mean pooling)."""
 
     family = "attention"
 
-    def __init__(self, input_size: int, num_classes: int, framewise: bool = False, *,
-                 d_model: int = 64, nhead: int = 4, num_layers: int = 2,
-                 dim_feedforward: int | None = None, dropout: float = 0.1) -> None:
+    def __init__(self, input_size: int, num_classes: int, framewise: bool, *, d_model: int, nhead: int,
+                 num_layers: int, dim_feedforward: int | None, dropout: float) -> None:
         super().__init__(input_size, num_classes, framewise)
-        if d_model % nhead or d_model % 2:
-            raise EchoesError(f"transformer: d_model ({d_model}) must be even and divisible by "
-                              f"nhead ({nhead})")
         self.proj = nn.Linear(input_size, d_model)
         layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward or 2 * d_model, dropout,
                                            batch_first=True, norm_first=True)
@@ -52,17 +65,7 @@ class TransformerEncoder(SequenceModel):
         valid = step_mask(lengths.to(x.device), x.shape[1])
         h = self.proj(x) + sinusoids(x.shape[1], self.proj.out_features, x.device)
         h = self.norm(self.encoder(h, src_key_padding_mask=~valid))
-        if not self.framewise:
-            w = valid.unsqueeze(-1).to(h.dtype)
-            h = (h * w).sum(1) / w.sum(1).clamp(min=1)
-        return self.dropout(h)
+        return self.dropout(h if self.framewise else masked_mean(h, lengths))
 
 
-@register_model("transformer")
-def transformer(input_size: int, num_classes: int, framewise: bool = False, d_model: int = 64,
-                nhead: int = 4, num_layers: int = 2, dim_feedforward: int | None = None,
-                dropout: float = 0.1) -> TransformerEncoder:
-    """Transformer encoder (sinusoidal positions, padding mask, masked mean pooling)."""
-    return TransformerEncoder(input_size, num_classes, framewise, d_model=d_model, nhead=nhead,
-                              num_layers=num_layers, dim_feedforward=dim_feedforward,
-                              dropout=dropout)
+register_model("transformer", options=TransformerOptions)(TransformerEncoder)

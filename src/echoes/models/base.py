@@ -76,3 +76,17 @@ class AveragedReadout(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         blocks = features.split(self.sizes, dim=-1)
         return torch.stack([m(f) for m, f in zip(self.members, blocks, strict=True)]).mean(0)
+
+
+def reverse_valid(z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each sequence's valid steps in reverse order, padding left at the end; [B, T, ...]. Its own inverse."""
+    t = torch.arange(z.shape[1], device=z.device)[None, :]
+    last = lengths.to(z.device)[:, None] - 1
+    idx = torch.where(t <= last, last - t, t)
+    return z.gather(1, idx.view(*idx.shape, *([1] * (z.dim() - 2))).expand_as(z))
+
+
+def masked_mean(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[B, T, D] → [B, D]: the mean over each sequence's valid steps."""
+    w = step_mask(lengths.to(h.device), h.shape[1]).unsqueeze(-1).to(h.dtype)
+    return (h * w).sum(1) / w.sum(1).clamp(min=1)

@@ -19,14 +19,16 @@ with the impulse response, computed for all steps at once by FFT.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..errors import EchoesError
-from . import register_model
-from .base import SequenceModel
+from . import Options, register_model
+from .base import SequenceModel, step_mask
 
 
 def legendre_delay(order: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -86,12 +88,41 @@ class LegendreMemory(nn.Module):
         return self._impulse[:steps]
 
     def convolve(self, u: torch.Tensor) -> torch.Tensor:
-        """u [B,T,q] → memories [B,T,q,d] by FFT: all steps in parallel, equal to :meth:`scan`."""
+        """u [B,T,q] → memories [B,T,q,d] by FFT: all steps in parallel, equal to :meth:`scan`.
+
+        At least float32 even under autocast: a half-precision FFT (complex half) is experimental
+        in PyTorch and too coarse for a memory that sums hundreds of steps."""
         t = u.shape[1]
         n = 1 << (2 * t - 1).bit_length()
-        H = torch.fft.rfft(self.impulse_response(t).to(u.device, u.dtype), n=n, dim=0)  # [n/2+1, d]
-        U = torch.fft.rfft(u, n=n, dim=1)  # [B, n/2+1, q]
-        return torch.fft.irfft(U[..., None] * H[None, :, None, :], n=n, dim=1)[:, :t]
+        with torch.autocast(u.device.type, enabled=False):
+            u = u.float() if u.dtype in (torch.float16, torch.bfloat16) else u
+            H = torch.fft.rfft(self.impulse_response(t).to(u.device, u.dtype), n=n, dim=0)  # [n/2+1, d]
+            U = torch.fft.rfft(u, n=n, dim=1)  # [B, n/2+1, q]
+            return torch.fft.irfft(U[..., None] * H[None, :, None, :], n=n, dim=1)[:, :t]
+
+
+class MemoryOptions(Options):
+    """Hyperparameters of both LMUs."""
+
+    hidden_size: int = Field(128, ge=1, description="hidden units")
+    order: int = Field(16, ge=1, description="Legendre coefficients per memory channel (d)")
+    theta: float = Field(32.0, gt=0, description="length of the remembered window, in steps (θ)")
+    memory_channels: int = Field(1, ge=1, description="input projections remembered (q)")
+
+
+class LMUOptions(MemoryOptions):
+    """The stepped LMU's feedback into the memory's input."""
+
+    hidden_to_memory: bool = Field(True, description="the hidden state feeds the memory's input (e_h)")
+    memory_to_memory: bool = Field(True, description="the memory feeds its own input (e_m)")
+
+
+class LMUFFTOptions(MemoryOptions):
+    """The parallel LMU's readout of the steps."""
+
+    pooling: Literal["mean", "last"] = Field(
+        "mean", description="one label per sequence: hidden layer averaged over the steps, or the last step's "
+        "(which sees only the last θ steps)")
 
 
 class LMU(SequenceModel):
@@ -99,9 +130,8 @@ class LMU(SequenceModel):
 
     family = "lmu"
 
-    def __init__(self, input_size: int, num_classes: int, framewise: bool = False, *, hidden_size: int = 128,
-                 order: int = 16, theta: float = 32.0, memory_channels: int = 1,
-                 hidden_to_memory: bool = True, memory_to_memory: bool = True) -> None:
+    def __init__(self, input_size: int, num_classes: int, framewise: bool, *, hidden_size: int, order: int,
+                 theta: float, memory_channels: int, hidden_to_memory: bool, memory_to_memory: bool) -> None:
         super().__init__(input_size, num_classes, framewise)
         self.memory = LegendreMemory(order, theta)
         q, dm = memory_channels, memory_channels * order
@@ -141,13 +171,18 @@ class LMU(SequenceModel):
 
 
 class LMUFFT(SequenceModel):
-    """The parallel LMU: memory of the encoded input by FFT convolution, then a feed-forward hidden layer."""
+    """The parallel LMU: memory of the encoded input by FFT convolution, then a feed-forward hidden layer.
+
+    With no recurrent hidden state, step t sees only the last θ steps: for one label per sequence
+    ``pooling="mean"`` averages the hidden layer over the valid steps (``"last"``: the last step's).
+    """
 
     family = "lmu"
 
-    def __init__(self, input_size: int, num_classes: int, framewise: bool = False, *, hidden_size: int = 128,
-                 order: int = 16, theta: float = 32.0, memory_channels: int = 1) -> None:
+    def __init__(self, input_size: int, num_classes: int, framewise: bool, *, hidden_size: int, order: int,
+                 theta: float, memory_channels: int, pooling: str) -> None:
         super().__init__(input_size, num_classes, framewise)
+        self.pooling = pooling
         self.memory = LegendreMemory(order, theta)
         self.e_x = nn.Linear(input_size, memory_channels, bias=False)
         nn.init.uniform_(self.e_x.weight, -math.sqrt(3 / input_size), math.sqrt(3 / input_size))
@@ -160,22 +195,14 @@ class LMUFFT(SequenceModel):
 
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         m = self.memories(x).flatten(2)
-        return self.pick(torch.tanh(self.hidden(torch.cat([x, m], -1))), lengths)
+        h = torch.tanh(self.hidden(torch.cat([x, m], -1)))
+        if self.framewise or self.pooling == "last":
+            return self.pick(h, lengths)
+        w = step_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1).to(h.dtype)
+        return (h * w).sum(1) / w.sum(1).clamp(min=1)
 
 
-@register_model("lmu")
-def lmu(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 128, order: int = 16,
-        theta: float = 32.0, memory_channels: int = 1, hidden_to_memory: bool = True,
-        memory_to_memory: bool = True) -> LMU:
-    """Legendre Memory Unit (Voelker et al. 2019): order-d Legendre memory over θ steps + tanh hidden."""
-    return LMU(input_size, num_classes, framewise, hidden_size=hidden_size, order=order, theta=theta,
-               memory_channels=memory_channels, hidden_to_memory=hidden_to_memory,
-               memory_to_memory=memory_to_memory)
-
-
-@register_model("lmu_fft")
-def lmu_fft(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 128, order: int = 16,
-            theta: float = 32.0, memory_channels: int = 1) -> LMUFFT:
-    """Parallel LMU: memory depends only on the input, computed for all steps by FFT convolution."""
-    return LMUFFT(input_size, num_classes, framewise, hidden_size=hidden_size, order=order, theta=theta,
-                  memory_channels=memory_channels)
+register_model("lmu", options=LMUOptions, doc="Legendre Memory Unit (Voelker et al. 2019): order-d Legendre "
+               "memory over θ steps + tanh hidden.")(LMU)
+register_model("lmu_fft", options=LMUFFTOptions, doc="Parallel LMU: memory depends only on the input, computed "
+               "for all steps by FFT convolution.")(LMUFFT)

@@ -8,19 +8,27 @@ step is classified on its own (no context at all).
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from . import register_model
-from .base import SequenceModel, step_mask
+from . import Options, register_model
+from .base import SequenceModel, masked_mean
+
+
+class MeanPoolOptions(Options):
+    """Hyperparameters of the order-blind baseline."""
+
+    hidden_size: int = Field(0, ge=0, description="units of a ReLU hidden layer before the readout (0: none)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the readout")
 
 
 class MeanPool(SequenceModel):
-    """Mean of the valid steps → optional hidden layer → linear readout."""
+    """Order-blind baseline: average of the steps' features, then a (hidden +) linear readout."""
 
     family = "pooling"
 
-    def __init__(self, input_size: int, num_classes: int, framewise: bool = False, *,
-                 hidden_size: int = 0, dropout: float = 0.0) -> None:
+    def __init__(self, input_size: int, num_classes: int, framewise: bool, *, hidden_size: int,
+                 dropout: float) -> None:
         super().__init__(input_size, num_classes, framewise)
         self.hidden = (nn.Sequential(nn.Linear(input_size, hidden_size), nn.ReLU())
                        if hidden_size else nn.Identity())
@@ -29,13 +37,8 @@ class MeanPool(SequenceModel):
 
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if not self.framewise:
-            w = step_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1).to(x.dtype)
-            x = (x * w).sum(1) / w.sum(1).clamp(min=1)
+            x = masked_mean(x, lengths)
         return self.dropout(self.hidden(x))
 
 
-@register_model("mean_pool")
-def mean_pool(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 0,
-              dropout: float = 0.0) -> MeanPool:
-    """Order-blind baseline: average of the steps' features, then a (hidden +) linear readout."""
-    return MeanPool(input_size, num_classes, framewise, hidden_size=hidden_size, dropout=dropout)
+register_model("mean_pool", options=MeanPoolOptions)(MeanPool)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
-from . import register_model
+from . import Options, register_model
 from .base import SequenceModel
+
+
+class RecurrentOptions(Options):
+    """Hyperparameters of the recurrent family."""
+
+    hidden_size: int = Field(128, ge=1, description="units per layer")
+    num_layers: int = Field(1, ge=1, description="stacked layers")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout between layers and before the readout")
 
 
 class Recurrent(SequenceModel):
@@ -14,17 +25,8 @@ class Recurrent(SequenceModel):
 
     family = "recurrent"
 
-    def __init__(
-        self,
-        input_size: int,
-        num_classes: int,
-        framewise: bool = False,
-        *,
-        cell: str = "lstm",
-        hidden_size: int = 128,
-        num_layers: int = 1,
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, input_size: int, num_classes: int, framewise: bool, *, cell: Literal["rnn", "lstm", "gru"],
+                 hidden_size: int, num_layers: int, dropout: float) -> None:
         super().__init__(input_size, num_classes, framewise)
         layer = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
         self.rnn = layer(
@@ -43,44 +45,19 @@ class Recurrent(SequenceModel):
         return self.dropout(self.pick(h, lengths))
 
 
-@register_model("rnn")
-def rnn(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 128,
-        num_layers: int = 1, dropout: float = 0.0) -> Recurrent:
-    """Elman RNN (tanh), trained by backpropagation through time."""
-    return Recurrent(input_size, num_classes, framewise, cell="rnn", hidden_size=hidden_size,
-                     num_layers=num_layers, dropout=dropout)
+class DeepRNNOptions(RecurrentOptions):
+    """The seed's DeepRNN keeps 2–4 layers."""
+
+    num_layers: int = Field(3, ge=2, le=4, description="stacked LSTM layers")
 
 
-@register_model("lstm")
-def lstm(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 128,
-         num_layers: int = 1, dropout: float = 0.0) -> Recurrent:
-    """LSTM, trained by backpropagation through time."""
-    return Recurrent(input_size, num_classes, framewise, cell="lstm", hidden_size=hidden_size,
-                     num_layers=num_layers, dropout=dropout)
-
-
-@register_model("gru")
-def gru(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 128,
-        num_layers: int = 1, dropout: float = 0.0) -> Recurrent:
-    """GRU, trained by backpropagation through time."""
-    return Recurrent(input_size, num_classes, framewise, cell="gru", hidden_size=hidden_size,
-                     num_layers=num_layers, dropout=dropout)
-
-
-@register_model("simple_rnn")
-def simple_rnn(input_size: int, num_classes: int, framewise: bool = False,
-               hidden_size: int = 256) -> Recurrent:
-    """The seed's SimpleRNN baseline: input → LSTM(256) → fully connected."""
-    return Recurrent(input_size, num_classes, framewise, cell="lstm", hidden_size=hidden_size)
-
-
-@register_model("deep_rnn")
-def deep_rnn(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 256,
-             num_layers: int = 3, dropout: float = 0.3) -> Recurrent:
-    """The seed's DeepRNN: 2–4 stacked LSTM layers with dropout between them."""
-    if not 2 <= num_layers <= 4:
-        from ..errors import EchoesError
-
-        raise EchoesError(f"deep_rnn takes num_layers between 2 and 4, got {num_layers}")
-    return Recurrent(input_size, num_classes, framewise, cell="lstm", hidden_size=hidden_size,
-                     num_layers=num_layers, dropout=dropout)
+register_model("rnn", options=RecurrentOptions, cell="rnn",
+               doc="Elman RNN (tanh), trained by backpropagation through time.")(Recurrent)
+register_model("lstm", options=RecurrentOptions, cell="lstm",
+               doc="LSTM, trained by backpropagation through time.")(Recurrent)
+register_model("gru", options=RecurrentOptions, cell="gru",
+               doc="GRU, trained by backpropagation through time.")(Recurrent)
+register_model("simple_rnn", options=RecurrentOptions, cell="lstm", hidden_size=256,
+               doc="The seed's SimpleRNN baseline: input → LSTM(256) → fully connected.")(Recurrent)
+register_model("deep_rnn", options=DeepRNNOptions, cell="lstm", hidden_size=256, dropout=0.3,
+               doc="The seed's DeepRNN: 2–4 stacked LSTM layers with dropout between them.")(Recurrent)

@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..errors import EchoesError, unknown
-from . import register_model
-from .base import AveragedReadout, SequenceModel
+from . import Options, register_model
+from .base import AveragedReadout, SequenceModel, reverse_valid
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh_,
@@ -35,7 +37,6 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu_,
     "identity": lambda z: z,
 }
-POOLINGS = ("last", "mean", "last_mean", "times")
 
 # Up to this size the spectral radius comes from all eigenvalues (LAPACK, exact);
 # above it from ARPACK's 8 largest-magnitude eigenvalues (one alone is unreliable on
@@ -46,6 +47,9 @@ DENSE_EIGEN_MAX_UNITS = 1000
 SPARSE_MAX_CONNECTIVITY = 0.1
 SPARSE_MIN_UNITS = 200
 TIME_CHUNK = 64  # steps whose input projection is computed in one product
+# On CUDA a chunk of steps is captured as a CUDA graph up to this many state values (units × batch):
+# there a step is a few microseconds of work, less than launching its kernels from Python.
+GRAPH_MAX_ELEMENTS = 1 << 19
 
 
 # --- initialisation ----------------------------------------------------------------
@@ -131,6 +135,8 @@ class ReservoirLayer(nn.Module):
         self.activation = ACTIVATIONS[activation]
         self.sparse = sparse
         self._csr: tuple[tuple, torch.Tensor] | None = None
+        self._graphs: dict[tuple, _StepGraph | None] = {}
+        self._seen: set[tuple] = set()
 
     @property
     def units(self) -> int:
@@ -157,21 +163,70 @@ class ReservoirLayer(nn.Module):
         Step i updates only the first ``active[i]`` columns (sequences still running);
         the others carry their state over, so every column of u holds a finite state.
         Each step is computed in place in u: one product, one activation, one blend.
+        On CUDA, a small chunk of full steps (launch-bound) is replayed as a CUDA graph.
         """
+        c, n, b = u.shape
+        if (u.is_cuda and n * b <= GRAPH_MAX_ELEMENTS and all(k == b for k in active)
+                and not torch.cuda.is_current_stream_capturing()):
+            key = (c, b, u.dtype, u.device, self.w.data_ptr())
+            if key not in self._graphs and key in self._seen:  # seen before: worth a capture
+                try:
+                    self._graphs[key] = _StepGraph(self, u, h)
+                except RuntimeError:  # capture unsupported here: stay eager
+                    self._graphs[key] = None
+            if self._graphs.get(key) is not None:
+                return self._graphs[key](u, h)
+            self._seen.add(key)  # the first time: eager, which also warms cuBLAS up for the capture
+        return self.steps(u, h, active)
+
+    def steps(self, u: torch.Tensor, h: torch.Tensor, active: list[int]) -> torch.Tensor:
+        """:meth:`run`, one step at a time."""
         w, a, f = self.recurrent(), self.leak_rate, self.activation
-        prev = h
-        for i, k in enumerate(active):
-            state = u[i]
+        prev, full = h, u.shape[2]
+        for state, k in zip(u.unbind(0), active, strict=True):
             if k:
-                pre, before = state[:, :k], prev[:, :k]
+                pre, before = (state, prev) if k == full else (state[:, :k], prev[:, :k])
                 f(pre.addmm_(w, before))
                 if a != 1.0:
                     pre.lerp_(before, 1.0 - a)  # a·f(...) + (1 - a)·h
-            if k < state.shape[1]:
+            if k < full:
                 state[:, k:] = prev[:, k:]
             prev = state
         h.copy_(prev)
         return u
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 — .to()/.cuda() move W: graphs would read the old one
+        self._graphs.clear()
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict:  # copies and pickles carry no CUDA graphs
+        return {**super().__getstate__(), "_graphs": {}, "_seen": set()}
+
+
+class _StepGraph:
+    """A chunk of full reservoir steps captured once as a CUDA graph, replayed on static buffers."""
+
+    def __init__(self, layer: ReservoirLayer, u: torch.Tensor, h: torch.Tensor) -> None:
+        self.u, self.h = torch.empty_like(u), torch.empty_like(h)
+        self.graph = torch.cuda.CUDAGraph()
+        # Captured on a side stream by hand: torch.cuda.graph() would also collect garbage and
+        # empty the allocator's cache, which costs more than the capture.
+        main, side = torch.cuda.current_stream(u.device), torch.cuda.Stream(u.device)
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            self.graph.capture_begin()
+            try:
+                layer.steps(self.u, self.h, [u.shape[2]] * len(u))
+            finally:
+                self.graph.capture_end()
+        main.wait_stream(side)
+
+    def __call__(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        self.u.copy_(u)
+        self.h.copy_(h)
+        self.graph.replay()
+        h.copy_(self.h)
+        return u.copy_(self.u)
 
 
 def make_layer(n_in: int, units: int, *, rng: np.random.Generator, spectral_radius: float,
@@ -179,12 +234,6 @@ def make_layer(n_in: int, units: int, *, rng: np.random.Generator, spectral_radi
                bias_scaling: float, leak_rate: float, activation: str, effective_radius: bool,
                sparse: bool | None, dtype: torch.dtype) -> ReservoirLayer:
     """Draw one reservoir; W is rescaled to exactly the spectral radius asked for."""
-    if units < 1:
-        raise EchoesError(f"units must be at least 1, got {units}")
-    if not 0 < leak_rate <= 1:
-        raise EchoesError(f"leak_rate must be in (0, 1], got {leak_rate}")
-    if activation not in ACTIVATIONS:
-        raise unknown("activation", activation, ACTIVATIONS)
     w = random_matrix(units, units, connectivity, rng, "normal")
     w *= radius_scale(eigenvalues(w), spectral_radius, leak_rate, effective_radius)
     w_in = random_matrix(units, n_in, input_connectivity, rng) * input_scaling
@@ -198,30 +247,25 @@ def make_layer(n_in: int, units: int, *, rng: np.random.Generator, spectral_radi
 # --- readout features --------------------------------------------------------------
 
 
-def reverse_valid(z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Each sequence's valid steps in reverse order; [B, T, D]. Its own inverse."""
-    t = torch.arange(z.shape[1], device=z.device)[None, :]
-    last = lengths.to(z.device)[:, None] - 1
-    idx = torch.where(t <= last, last - t, t)
-    return z.gather(1, idx[:, :, None].expand_as(z))
-
-
 class Pooling:
     """Turns a stream of state chunks [C, D, B] into readout features for one batch.
 
     ``last``: the state at each sequence's last step; ``mean``: the mean over steps
     from ``washout`` on (a sequence no longer than the washout uses its last step);
     ``times``: states at ``num_times`` evenly spaced steps (the last included);
-    framewise: every step's state.
+    framewise: every step's state. Which steps count is worked out on the host from
+    ``lengths`` (a CPU tensor), so streaming the chunks never waits for the device.
     """
 
-    def __init__(self, lengths: torch.Tensor, mode: str, num_times: int, washout: int,
-                 framewise: bool) -> None:
-        self.lengths, self.framewise, self.mode = lengths, framewise, mode
+    def __init__(self, lengths: torch.Tensor, device: torch.device, mode: str, num_times: int,
+                 washout: int, framewise: bool) -> None:
+        self.framewise, self.mode, self.device = framewise, mode, device
         self.mean = not framewise and mode in ("mean", "last_mean")
         start = (lengths - 1).clamp(max=washout)  # per-sequence washout, leaving >= 1 step
-        self.start = start
-        self.count = (lengths - start).clamp(min=1).to(torch.float32)
+        # Steps [first_full, last_full) count for every sequence: no mask needed there.
+        self.first_full, self.last_full = int(start.max()), int(lengths.min())
+        self.start, self.lengths = start.to(device), lengths.to(device)
+        self.count = (lengths - start).clamp(min=1).to(device, torch.float32)
         picks = []
         if not framewise and mode in ("last", "last_mean"):
             picks.append(lengths - 1)
@@ -229,10 +273,18 @@ class Pooling:
             span = (lengths - start).to(torch.float64)
             for j in range(num_times):
                 picks.append(start + torch.ceil(span * (j + 1) / num_times).long() - 1)
-        self.picks = torch.stack(picks) if picks else None  # [S, B]
+        self.picks = torch.stack(picks) if picks else None  # [S, B], on the host
 
     def new(self) -> _Pooled:
         return _Pooled(self)
+
+    def picks_in(self, t0: int, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(slot, sequence, step within the chunk) of the picks in steps [t0, t0 + c), on the device."""
+        local = self.picks - t0
+        s_idx, b_idx = ((local >= 0) & (local < c)).nonzero(as_tuple=True)
+        if not len(s_idx):
+            return None
+        return tuple(i.to(self.device, non_blocking=True) for i in (s_idx, b_idx, local[s_idx, b_idx]))
 
 
 class _Pooled:
@@ -251,19 +303,20 @@ class _Pooled:
             self.chunks.append(chunk.permute(2, 0, 1).float())  # [B, C, D]
             return
         if spec.mean:
-            t = torch.arange(t0, t0 + c, device=chunk.device)[:, None]
-            w = (t >= spec.start[None, :]) & (t < spec.lengths[None, :])
-            part = chunk.sum(0) if bool(w.all()) else (chunk * w[:, None, :]).sum(0)  # [D, B]
+            if spec.first_full <= t0 and t0 + c <= spec.last_full:
+                part = chunk.sum(0)  # [D, B]
+            else:
+                t = torch.arange(t0, t0 + c, device=chunk.device)[:, None]
+                w = (t >= spec.start[None, :]) & (t < spec.lengths[None, :])
+                part = (chunk * w[:, None, :]).sum(0)
             self.sum = part if self.sum is None else self.sum + part
         if spec.picks is not None:
             if self.picked is None:
                 self.picked = chunk.new_zeros(len(spec.picks), b, d)
-            local = spec.picks - t0
-            inside = (local >= 0) & (local < c)
-            if inside.any():
-                cols = torch.arange(b, device=chunk.device)[None, :].expand_as(local)
-                s_idx, b_idx = inside.nonzero(as_tuple=True)
-                self.picked[s_idx, b_idx] = chunk[local[s_idx, b_idx], :, cols[s_idx, b_idx]]
+            found = spec.picks_in(t0, c)
+            if found is not None:
+                s_idx, b_idx, local = found
+                self.picked[s_idx, b_idx] = chunk[local, :, b_idx]
 
     def result(self) -> torch.Tensor:
         """[B, slots·D] features, or [B, T, D] states when framewise."""
@@ -292,14 +345,9 @@ class EchoStateNetwork(SequenceModel):
     default_learner = "ridge"
 
     def __init__(self, input_size: int, num_classes: int, framewise: bool, *,
-                 members: list[list[ReservoirLayer]], pooling: str = "last_mean",
-                 num_times: int = 4, washout: int = 0, concat_input: bool = False,
-                 bidirectional: bool = False) -> None:
+                 members: list[list[ReservoirLayer]], pooling: str, num_times: int, washout: int,
+                 concat_input: bool, bidirectional: bool) -> None:
         super().__init__(input_size, num_classes, framewise)
-        if pooling not in POOLINGS:
-            raise unknown("pooling", pooling, POOLINGS)
-        if num_times < 1 or washout < 0:
-            raise EchoesError(f"need num_times >= 1 and washout >= 0, got {num_times}, {washout}")
         self.members = nn.ModuleList(nn.ModuleList(layers) for layers in members)
         self.pooling, self.num_times, self.washout = pooling, num_times, washout
         self.concat_input, self.bidirectional = concat_input, bidirectional
@@ -314,20 +362,35 @@ class EchoStateNetwork(SequenceModel):
     def dtype(self) -> torch.dtype:
         return self.members[0][0].w.dtype
 
+    def harvest_bytes(self, steps: int) -> int:
+        """Device memory one sequence of ``steps`` steps takes in :meth:`features` (a generous bound):
+        the batch and its sorted (and reversed) copy, one chunk's inputs, states and masked states,
+        and the features."""
+        units = max(layer.units for layers in self.members for layer in layers)
+        sizes = self.readout.sizes if isinstance(self.readout, AveragedReadout) else [self.readout.in_features]
+        values = ((3 if self.bidirectional else 2) * steps * self.input_size
+                  + min(steps, TIME_CHUNK) * (self.input_size + 2 * units)
+                  + 3 * (steps if self.framewise else 1) * sum(sizes))
+        return 2 * values * max(4, torch.finfo(self.dtype).bits // 8)
+
     @torch.no_grad()
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):  # states stay in full precision
-            lengths = lengths.to(x.device)
-            order = torch.argsort(lengths, descending=True, stable=True)
-            feats = self._sorted_features(x[order].to(self.dtype), lengths[order])
-            return feats[torch.argsort(order)]
+            steps = lengths.cpu()  # the one wait for the device: the steps to run are decided on the host
+            order = torch.argsort(steps, descending=True, stable=True)
+            if bool((order == torch.arange(len(order))).all()):  # already sorted (e.g. equal lengths)
+                return self._sorted_features(x.to(self.dtype), steps)
+            order_d = order.to(x.device, non_blocking=True)
+            feats = self._sorted_features(x[order_d].to(self.dtype), steps[order])
+            return feats[torch.argsort(order_d)]
 
-    def _sorted_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Features of a batch sorted by decreasing length, so running sequences are a prefix."""
+    def _sorted_features(self, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """Features of a batch sorted by decreasing length (``steps``, on the host), so running
+        sequences are a prefix."""
         b, t_max, _ = x.shape
-        steps = lengths.cpu()
         active = (steps[None, :] > torch.arange(t_max)[:, None]).sum(1).tolist()
-        spec = Pooling(lengths, self.pooling, self.num_times, self.washout, self.framewise)
+        spec = Pooling(steps, x.device, self.pooling, self.num_times, self.washout, self.framewise)
+        lengths = spec.lengths
         inputs = spec.new()
         per_member: list[list[_Pooled]] = [[] for _ in self.members]
         for backward in ([False, True] if self.bidirectional else [False]):
@@ -355,6 +418,32 @@ class EchoStateNetwork(SequenceModel):
         return torch.cat(blocks, dim=-1)
 
 
+class ESNOptions(Options):
+    """Hyperparameters of every reservoir model; ``esn``, ``deep_esn`` and ``esn_ensemble`` differ in defaults."""
+
+    units: int = Field(500, ge=1, description="reservoir neurons (per layer)")
+    spectral_radius: float = Field(0.9, gt=0, description="largest |eigenvalue| of W: memory vs. stability")
+    connectivity: float = Field(0.1, gt=0, le=1, description="share of nonzero recurrent weights")
+    input_scaling: float | None = Field(None, gt=0, description="scale of W_in (null: 1/√(inputs per unit))")
+    input_connectivity: float = Field(1.0, gt=0, le=1, description="share of nonzero input weights")
+    bias_scaling: float = Field(1.0, ge=0, description="scale of the random bias")
+    leak_rate: float = Field(0.1, gt=0, le=1, description="a in h ← (1-a)h + a·f(...): small = slow units")
+    activation: Literal["tanh", "sigmoid", "relu", "identity"] = Field("tanh", description="f")
+    effective_radius: bool = Field(False, description="scale the leaky update's radius, not W's own")
+    num_reservoirs: int = Field(1, ge=1, description="stacked layers (DeepESN), all read out")
+    coupling_strength: float = Field(1.0, ge=0, description="scale of the weights from one layer to the next")
+    members: int = Field(1, ge=1, description="independent reservoirs, one readout each, outputs averaged")
+    pooling: Literal["last", "mean", "last_mean", "times"] = Field(
+        "last_mean", description="readout features: last state, mean state, both, or num_times states")
+    num_times: int = Field(4, ge=1, description="pooling=times: evenly spaced states read out")
+    washout: int = Field(0, ge=0, description="first steps left out of the mean")
+    concat_input: bool = Field(False, description="the readout also sees the input")
+    bidirectional: bool = Field(False, description="a second pass reads each sequence backwards")
+    sparse: bool | None = Field(None, description="CSR W on CPU (null: when connectivity <= 0.1 and units >= 200)")
+    dtype: Literal["float32", "float64"] = Field("float32", description="precision of the states")
+    seed: int = Field(0, description="draws the reservoir")
+
+
 def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: int,
               num_reservoirs: int, units: int, spectral_radius: float, connectivity: float,
               input_scaling: float | None, input_connectivity: float, bias_scaling: float,
@@ -362,9 +451,14 @@ def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: in
               coupling_strength: float, pooling: str, num_times: int, washout: int,
               concat_input: bool, bidirectional: bool, sparse: bool | None, dtype: str,
               seed: int) -> EchoStateNetwork:
-    """Draw members × num_reservoirs reservoirs from independent streams of the seed."""
-    if members < 1 or num_reservoirs < 1:
-        raise EchoesError(f"need members >= 1 and num_reservoirs >= 1, got {members}, {num_reservoirs}")
+    """Echo state network (the seed's SimpleESN): one fixed sparse reservoir, ridge readout.
+
+    Draws members × num_reservoirs reservoirs from independent streams of the seed.
+    ``input_scaling`` None scales W_in by 1/√(inputs per unit), so any number of
+    standardised features drives the units alike. The spectral radius is exact: all
+    eigenvalues up to 1000 units, ARPACK above. Layer l > 1 of a DeepESN is driven by
+    layer l-1 through dense weights uniform in ±coupling_strength/√units.
+    """
     torch_dtype = to_dtype(dtype)
     if input_scaling is None:  # a standardised input drives each unit with variance ~1/3
         input_scaling = 1.0 / np.sqrt(max(1.0, input_size * input_connectivity))
@@ -388,76 +482,8 @@ def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: in
                             bidirectional=bidirectional)
 
 
-@register_model("esn")
-def esn(input_size: int, num_classes: int, framewise: bool = False, units: int = 500,
-        spectral_radius: float = 0.9, connectivity: float = 0.1, input_scaling: float | None = None,
-        input_connectivity: float = 1.0, bias_scaling: float = 1.0, leak_rate: float = 0.1,
-        activation: str = "tanh", effective_radius: bool = False, pooling: str = "last_mean",
-        num_times: int = 4, washout: int = 0, concat_input: bool = False,
-        bidirectional: bool = False, sparse: bool | None = None, dtype: str = "float32",
-        seed: int = 0) -> EchoStateNetwork:
-    """Echo state network (the seed's SimpleESN): one fixed sparse reservoir, ridge readout.
-
-    ``input_scaling`` None scales W_in by 1/√(inputs per unit), so any number of
-    standardised features drives the units alike. ``pooling``: last, mean, last_mean,
-    times (``num_times`` evenly spaced states). ``sparse`` None: CSR on CPU when
-    connectivity <= 0.1 and units >= 200. Spectral radius exact: all eigenvalues up to
-    1000 units, ARPACK above.
-    """
-    return build_esn(input_size, num_classes, framewise, members=1, num_reservoirs=1, units=units,
-                     spectral_radius=spectral_radius, connectivity=connectivity,
-                     input_scaling=input_scaling, input_connectivity=input_connectivity,
-                     bias_scaling=bias_scaling, leak_rate=leak_rate, activation=activation,
-                     effective_radius=effective_radius, coupling_strength=1.0, pooling=pooling,
-                     num_times=num_times, washout=washout, concat_input=concat_input,
-                     bidirectional=bidirectional, sparse=sparse, dtype=dtype, seed=seed)
-
-
-@register_model("deep_esn")
-def deep_esn(input_size: int, num_classes: int, framewise: bool = False, num_reservoirs: int = 3,
-             units: int = 300, coupling_strength: float = 1.0, spectral_radius: float = 0.9,
-             connectivity: float = 0.1, input_scaling: float | None = None,
-             input_connectivity: float = 1.0, bias_scaling: float = 1.0, leak_rate: float = 0.1,
-             activation: str = "tanh", effective_radius: bool = False, pooling: str = "last_mean",
-             num_times: int = 4, washout: int = 0, concat_input: bool = False,
-             bidirectional: bool = False, sparse: bool | None = None, dtype: str = "float32",
-             seed: int = 0) -> EchoStateNetwork:
-    """DeepESN (Gallicchio & Micheli): stacked reservoirs, the readout sees every layer's states.
-
-    Layer l > 1 is driven by layer l-1 through dense weights uniform in
-    ±coupling_strength/√units; each layer's W is rescaled to ``spectral_radius``.
-    ``units`` is per layer; the other options are as for ``esn``.
-    """
-    return build_esn(input_size, num_classes, framewise, members=1, num_reservoirs=num_reservoirs,
-                     units=units, spectral_radius=spectral_radius, connectivity=connectivity,
-                     input_scaling=input_scaling, input_connectivity=input_connectivity,
-                     bias_scaling=bias_scaling, leak_rate=leak_rate, activation=activation,
-                     effective_radius=effective_radius, coupling_strength=coupling_strength,
-                     pooling=pooling, num_times=num_times, washout=washout,
-                     concat_input=concat_input, bidirectional=bidirectional, sparse=sparse,
-                     dtype=dtype, seed=seed)
-
-
-@register_model("esn_ensemble")
-def esn_ensemble(input_size: int, num_classes: int, framewise: bool = False, members: int = 5,
-                 num_reservoirs: int = 1, units: int = 500, coupling_strength: float = 1.0,
-                 spectral_radius: float = 0.9, connectivity: float = 0.1,
-                 input_scaling: float | None = None, input_connectivity: float = 1.0,
-                 bias_scaling: float = 1.0, leak_rate: float = 0.1, activation: str = "tanh",
-                 effective_radius: bool = False, pooling: str = "last_mean", num_times: int = 4,
-                 washout: int = 0, concat_input: bool = False, bidirectional: bool = False,
-                 sparse: bool | None = None, dtype: str = "float32",
-                 seed: int = 0) -> EchoStateNetwork:
-    """Ensemble of independent ESNs (or DeepESNs), one readout each, outputs averaged.
-
-    ``members`` reservoirs drawn from independent streams of the seed; ridge fits each
-    member's readout on its own states, with one λ chosen for the averaged output.
-    """
-    return build_esn(input_size, num_classes, framewise, members=members,
-                     num_reservoirs=num_reservoirs, units=units, spectral_radius=spectral_radius,
-                     connectivity=connectivity, input_scaling=input_scaling,
-                     input_connectivity=input_connectivity, bias_scaling=bias_scaling,
-                     leak_rate=leak_rate, activation=activation, effective_radius=effective_radius,
-                     coupling_strength=coupling_strength, pooling=pooling, num_times=num_times,
-                     washout=washout, concat_input=concat_input, bidirectional=bidirectional,
-                     sparse=sparse, dtype=dtype, seed=seed)
+register_model("esn", options=ESNOptions)(build_esn)
+register_model("deep_esn", options=ESNOptions, num_reservoirs=3, units=300, doc=(
+    "DeepESN (Gallicchio & Micheli): stacked reservoirs, the readout sees every layer's states."))(build_esn)
+register_model("esn_ensemble", options=ESNOptions, members=5, doc=(
+    "Ensemble of independent ESNs (or DeepESNs), one readout each, outputs averaged."))(build_esn)

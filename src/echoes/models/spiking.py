@@ -30,14 +30,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..errors import EchoesError
-from . import register_model
-from .base import SequenceModel, last_step, step_mask
+from . import Options, register_model
+from .base import SequenceModel, last_step, reverse_valid, step_mask
 
 DAMPENING = 0.3
 
@@ -130,12 +132,27 @@ def leaky_filter(z: torch.Tensor, kappa: float) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
-def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each sequence within its own length (padding stays at the end)."""
-    t = torch.arange(x.shape[1], device=x.device)[None, :]
-    lens = lengths.to(x.device)[:, None]
-    idx = torch.where(t < lens, lens - 1 - t, t)
-    return torch.gather(x, 1, idx[..., None].expand_as(x))
+class LSNNOptions(Options):
+    """Hyperparameters of the spiking LSNN (time constants in units of ``dt``)."""
+
+    hidden_size: int = Field(200, ge=1, description="neurons (LIF + ALIF)")
+    adaptive_fraction: float = Field(0.5, ge=0, le=1, description="share of adaptive (ALIF) neurons")
+    dt: float = Field(1.0, gt=0, description="length of one input step")
+    tau_mem: float = Field(5.0, gt=0, description="membrane time constant")
+    tau_adapt: float = Field(50.0, gt=0, description="adaptation time constant of ALIF neurons")
+    tau_out: float = Field(3.0, gt=0, description="time constant of the leaky readout")
+    beta: float = Field(1.8, ge=0, description="threshold adaptation strength of ALIF neurons")
+    threshold: float = Field(1.0, gt=0, description="firing threshold v_th")
+    refractory: int = Field(0, ge=0, description="steps a neuron stays silent after a spike")
+    target_rate: float = Field(0.05, ge=0, le=1, description="firing rate the regulariser pulls to (spikes/step)")
+    rate_reg: float = Field(0.1, ge=0, description="weight of the firing-rate regulariser")
+    bidirectional: bool = Field(False, description="a second population reads the sequence backwards")
+    init: Literal["random", "lmu"] = Field("random", description="random weights, or LIF weights holding "
+                                           "a Legendre memory")
+    lmu_order: int = Field(6, ge=1, description="init=lmu: Legendre coefficients per channel")
+    lmu_theta: float = Field(20.0, gt=0, description="init=lmu: remembered window, in dt units")
+    lmu_channels: int = Field(1, ge=1, description="init=lmu: input projections remembered")
+    seed: int = Field(0, description="draws the initial weights")
 
 
 class LSNN(SequenceModel):
@@ -144,19 +161,11 @@ class LSNN(SequenceModel):
     family = "spiking"
     default_learner = "eprop"
 
-    def __init__(self, input_size: int, num_classes: int, framewise: bool = False, *, hidden_size: int = 200,
-                 adaptive_fraction: float = 0.5, dt: float = 1.0, tau_mem: float = 5.0,
-                 tau_adapt: float = 50.0, tau_out: float = 3.0, beta: float = 1.8, threshold: float = 1.0,
-                 refractory: int = 0, target_rate: float = 0.05, rate_reg: float = 0.1,
-                 bidirectional: bool = False, init: str = "random", lmu_order: int = 6,
-                 lmu_theta: float = 20.0, lmu_channels: int = 1, seed: int = 0) -> None:
+    def __init__(self, input_size: int, num_classes: int, framewise: bool, *, hidden_size: int,
+                 adaptive_fraction: float, dt: float, tau_mem: float, tau_adapt: float, tau_out: float, beta: float,
+                 threshold: float, refractory: int, target_rate: float, rate_reg: float, bidirectional: bool,
+                 init: str, lmu_order: int, lmu_theta: float, lmu_channels: int, seed: int) -> None:
         super().__init__(input_size, num_classes, framewise)
-        if not 0 <= adaptive_fraction <= 1:
-            raise EchoesError(f"lsnn: adaptive_fraction must be in [0, 1], got {adaptive_fraction}")
-        if min(dt, tau_mem, tau_adapt, tau_out, threshold) <= 0 or refractory < 0:
-            raise EchoesError("lsnn: dt, tau_mem, tau_adapt, tau_out and threshold must be > 0, refractory >= 0")
-        if init not in ("random", "lmu"):
-            raise EchoesError(f"lsnn: init must be random or lmu, got '{init}'")
         g = torch.Generator().manual_seed(seed)
         kw = dict(adaptive_fraction=adaptive_fraction, dt=dt, tau_mem=tau_mem, tau_adapt=tau_adapt,
                   beta=beta, threshold=threshold, refractory=refractory, generator=g)
@@ -177,8 +186,8 @@ class LSNN(SequenceModel):
         """Spike trains [B,T,H] of each direction, aligned to the input's time."""
         out = [self.layers[0](x, self.detach_recurrent)]
         if self.bidirectional:
-            back = self.layers[1](reverse_padded(x, lengths), self.detach_recurrent)
-            out.append(reverse_padded(back, lengths))
+            back = self.layers[1](reverse_valid(x, lengths), self.detach_recurrent)
+            out.append(reverse_valid(back, lengths))
         return out
 
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -189,7 +198,7 @@ class LSNN(SequenceModel):
         if self.bidirectional:
             # The backward pass reads the sequence from its end: filter in its own direction.
             fwd = leaky_filter(trains[0], self.kappa)
-            bwd = reverse_padded(leaky_filter(reverse_padded(trains[1], lengths), self.kappa), lengths)
+            bwd = reverse_valid(leaky_filter(reverse_valid(trains[1], lengths), self.kappa), lengths)
             if not self.framewise:
                 return torch.cat([last_step(fwd, lengths), bwd[:, 0]], -1)
             return torch.cat([fwd, bwd], -1)
@@ -288,15 +297,5 @@ def lmu_init(layer: SpikingLayer, *, order: int, theta: float, channels: int, rn
     layer.lmu_projection = torch.as_tensor(P, dtype=torch.float32)  # [q, F]
 
 
-@register_model("lsnn")
-def lsnn(input_size: int, num_classes: int, framewise: bool = False, hidden_size: int = 200,
-         adaptive_fraction: float = 0.5, dt: float = 1.0, tau_mem: float = 5.0, tau_adapt: float = 50.0,
-         tau_out: float = 3.0, beta: float = 1.8, threshold: float = 1.0, refractory: int = 0,
-         target_rate: float = 0.05, rate_reg: float = 0.1, bidirectional: bool = False, init: str = "random",
-         lmu_order: int = 6, lmu_theta: float = 20.0, lmu_channels: int = 1, seed: int = 0) -> LSNN:
-    """Spiking LSNN (LIF + ALIF, Bellec et al. 2020): e-prop or BPTT; init=lmu for a Legendre memory."""
-    return LSNN(input_size, num_classes, framewise, hidden_size=hidden_size,
-                adaptive_fraction=adaptive_fraction, dt=dt, tau_mem=tau_mem, tau_adapt=tau_adapt,
-                tau_out=tau_out, beta=beta, threshold=threshold, refractory=refractory,
-                target_rate=target_rate, rate_reg=rate_reg, bidirectional=bidirectional, init=init,
-                lmu_order=lmu_order, lmu_theta=lmu_theta, lmu_channels=lmu_channels, seed=seed)
+register_model("lsnn", options=LSNNOptions, doc="Spiking LSNN (LIF + ALIF, Bellec et al. 2020): e-prop or BPTT; "
+               "init=lmu for a Legendre memory.")(LSNN)

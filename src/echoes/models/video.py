@@ -20,14 +20,19 @@ cut into small chunks so a large ``train.eval_batch_size`` does not exhaust memo
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..data.video.backbones import create_backbone, load_weights
 from ..errors import EchoesError
-from . import create_model, register_model
+from ..utils import require
+from . import Options, create_model, register_model
+from .attention import TransformerOptions
 from .base import SequenceModel, step_mask
+from .recurrent import RecurrentOptions
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -35,6 +40,7 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 def clip_augmentation() -> nn.Module:
     """The seed's training augmentations, for one clip ``[T, 3, H, W]`` in 0..1."""
+    require("torchvision", "video")
     from torchvision.transforms import v2
 
     return v2.Compose([
@@ -80,6 +86,29 @@ class ClipModel(SequenceModel):
                           zip(x.split(self.eval_chunk), lengths.split(self.eval_chunk), strict=True)])
 
 
+class FrameCNNOptions(Options):
+    """The per-frame CNN of cnn_lstm and cnn_transformer."""
+
+    backbone: str = Field("resnet18", description="torchvision 2D CNN applied to every frame")
+    weights: str | None = Field(None, description="its weights: imagenet or none (null: the backbone's default)")
+    freeze_blocks: int = Field(0, ge=0, description="first blocks of the backbone kept fixed")
+    augment: bool = Field(True, description="augment each clip in training (flip, rotation, colour, erasing)")
+
+
+class CNNLSTMOptions(FrameCNNOptions, RecurrentOptions):
+    hidden_size: int = Field(256, ge=1, description="LSTM units per layer")
+
+
+class CNNTransformerOptions(FrameCNNOptions, TransformerOptions):
+    d_model: int = Field(256, ge=2, description="width of every encoder layer (even, divisible by nhead)")
+
+
+class R2Plus1DOptions(Options):
+    weights: Literal["none", "kinetics400"] = Field("kinetics400", description="pretrained weights")
+    augment: bool = Field(True, description="augment each clip in training (flip, rotation, colour, erasing)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the readout")
+
+
 class FrameCNN(ClipModel):
     """A 2D CNN on every frame, then any registered temporal model on the frame features."""
 
@@ -109,13 +138,12 @@ class R2Plus1D(ClipModel):
         if framewise:
             raise EchoesError("r2plus1d_18 gives one label per clip — it cannot do framewise tasks")
         super().__init__(input_size, num_classes, framewise, augment)
+        require("torchvision", "video")
         from torchvision.models import video
 
-        if weights not in ("none", "kinetics400"):
-            raise EchoesError(f"r2plus1d_18: weights must be none or kinetics400, got '{weights}'")
         self.net = video.r2plus1d_18(weights=None)
         if weights == "kinetics400":
-            self.net.load_state_dict(load_weights(video.R2Plus1D_18_Weights.KINETICS400_V1))
+            load_weights(self.net, video.R2Plus1D_18_Weights.KINETICS400_V1)
         self.net.fc = nn.Identity()
         self.register_buffer("mean", torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1), persistent=False)
@@ -132,30 +160,9 @@ class R2Plus1D(ClipModel):
         return self.dropout(out)
 
 
-@register_model("r2plus1d_18")
-def r2plus1d_18(input_size: int, num_classes: int, framewise: bool = False,
-                weights: str = "kinetics400", augment: bool = True, dropout: float = 0.0) -> R2Plus1D:
-    """R(2+1)D-18 3D CNN (torchvision) trained end to end on raw frames (data.features=frames)."""
-    return R2Plus1D(input_size, num_classes, framewise, weights=weights, augment=augment,
-                    dropout=dropout)
-
-
-@register_model("cnn_lstm")
-def cnn_lstm(input_size: int, num_classes: int, framewise: bool = False, backbone: str = "resnet18",
-             weights: str | None = None, freeze_blocks: int = 0, hidden_size: int = 256,
-             num_layers: int = 1, dropout: float = 0.0, augment: bool = True) -> FrameCNN:
-    """2D CNN per frame + LSTM, trained end to end on raw frames (data.features=frames)."""
-    return FrameCNN(input_size, num_classes, framewise, backbone=backbone, weights=weights,
-                    freeze_blocks=freeze_blocks, temporal="lstm", augment=augment,
-                    hidden_size=hidden_size, num_layers=num_layers, dropout=dropout)
-
-
-@register_model("cnn_transformer")
-def cnn_transformer(input_size: int, num_classes: int, framewise: bool = False,
-                    backbone: str = "resnet18", weights: str | None = None, freeze_blocks: int = 0,
-                    d_model: int = 256, nhead: int = 4, num_layers: int = 2, dropout: float = 0.1,
-                    augment: bool = True) -> FrameCNN:
-    """2D CNN per frame + transformer encoder, trained end to end on raw frames."""
-    return FrameCNN(input_size, num_classes, framewise, backbone=backbone, weights=weights,
-                    freeze_blocks=freeze_blocks, temporal="transformer", augment=augment,
-                    d_model=d_model, nhead=nhead, num_layers=num_layers, dropout=dropout)
+register_model("r2plus1d_18", options=R2Plus1DOptions, doc=(
+    "R(2+1)D-18 3D CNN (torchvision) trained end to end on raw frames (data.features=frames)."))(R2Plus1D)
+register_model("cnn_lstm", options=CNNLSTMOptions, temporal="lstm", doc=(
+    "2D CNN per frame + LSTM, trained end to end on raw frames (data.features=frames)."))(FrameCNN)
+register_model("cnn_transformer", options=CNNTransformerOptions, temporal="transformer", doc=(
+    "2D CNN per frame + transformer encoder, trained end to end on raw frames."))(FrameCNN)

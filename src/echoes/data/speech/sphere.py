@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import EchoesError
-from ...utils import atomic_write
+from ...utils import atomic_write, require
 
 HEADER_BYTES = 1024
 
@@ -43,7 +43,7 @@ def write_sphere(path: str | Path, samples: np.ndarray, sample_rate: int = 16000
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Mono float32 samples and the sample rate of a SPHERE (or any libsndfile) file."""
-    import soundfile as sf
+    sf = require("soundfile", "speech")
 
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)

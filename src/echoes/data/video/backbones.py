@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ...errors import EchoesError, unknown
+from ...utils import require
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,7 +70,7 @@ class Backbone(nn.Module):
         return self
 
 
-def _small_cnn(weights: str) -> Backbone:
+def _small_cnn(weights: str, seed: int | None = None) -> Backbone:  # noqa: ARG001 — always seeded with 0
     if weights != "none":
         raise EchoesError("small_cnn has no pretrained weights — use weights=none")
     blocks = [
@@ -90,8 +91,9 @@ def _small_cnn(weights: str) -> Backbone:
     return Backbone(net, 8 * 4 * 4, blocks)
 
 
-def load_weights(enum_weights) -> dict:  # noqa: ANN001 (a torchvision Weights member)
-    """State dict of torchvision weights; offline, one line naming the file and where it goes."""
+def load_weights(net: nn.Module, enum_weights) -> None:  # noqa: ANN001 (a torchvision Weights member)
+    """Load torchvision weights into ``net``, tensors only (never unpickling code); offline, or with a
+    damaged or foreign file, one line naming the file and what to do."""
     from pathlib import Path
 
     from torch.hub import get_dir
@@ -100,8 +102,8 @@ def load_weights(enum_weights) -> dict:  # noqa: ANN001 (a torchvision Weights m
     file = Path(get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     present = file.exists()
     try:
-        return enum_weights.get_state_dict(progress=False, check_hash=True)
-    except Exception as e:  # offline (URLError), or a damaged file (ValueError, RuntimeError...)
+        net.load_state_dict(enum_weights.get_state_dict(progress=False, check_hash=True, weights_only=True))
+    except Exception as e:  # offline (URLError); damaged, foreign or hostile file (UnpicklingError, RuntimeError...)
         if present:
             raise EchoesError(f"{file} is not a valid weights file ({type(e).__name__}) — "
                               f"delete it and download {url} again") from None
@@ -109,13 +111,19 @@ def load_weights(enum_weights) -> dict:  # noqa: ANN001 (a torchvision Weights m
                           f"offline?) — put {url} into {file.parent}/, or use weights=none") from None
 
 
-def _torchvision(name: str, dim: int) -> Callable[[str], Backbone]:
-    def build(weights: str) -> Backbone:
+def _torchvision(name: str, dim: int) -> Callable[[str, int | None], Backbone]:
+    def build(weights: str, seed: int | None = None) -> Backbone:
+        require("torchvision", "video")
         from torchvision import models
 
-        net = getattr(models, name)(weights=None)
+        if seed is None:
+            net = getattr(models, name)(weights=None)
+        else:
+            with torch.random.fork_rng(devices=[]):  # the seed draws the weights; the global RNG goes on untouched
+                torch.manual_seed(seed)
+                net = getattr(models, name)(weights=None)
         if weights == "imagenet":
-            net.load_state_dict(load_weights(models.get_model_weights(name).DEFAULT))
+            load_weights(net, models.get_model_weights(name).DEFAULT)
         if name.startswith("resnet"):
             net.fc = nn.Identity()
             stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
@@ -132,7 +140,7 @@ def _torchvision(name: str, dim: int) -> Callable[[str], Backbone]:
 class BackboneInfo:
     dim: int
     default_size: int
-    build: Callable[[str], Backbone]
+    build: Callable[[str, int | None], Backbone]
     default_weights: str
 
 
@@ -160,6 +168,7 @@ def resolve_weights(name: str, weights: str | None) -> str:
     return weights
 
 
-def create_backbone(name: str, weights: str | None = None) -> Backbone:
-    """A frame backbone by name (see the table above)."""
-    return backbone_info(name).build(resolve_weights(name, weights))
+def create_backbone(name: str, weights: str | None = None, seed: int | None = None) -> Backbone:
+    """A frame backbone by name (see the table above). ``seed`` draws the random weights of a
+    torchvision network with ``weights=none`` (None: the global RNG, as seeded by the run)."""
+    return backbone_info(name).build(resolve_weights(name, weights), seed)

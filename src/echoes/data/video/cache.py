@@ -24,17 +24,16 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ...utils import atomic_write, progress
+from ...utils import atomic_write, file_lock, progress
 from .decode import UnreadableVideo, decode_clip
 
 FORMAT_VERSION = 1
@@ -83,7 +82,6 @@ class CacheResult:
     splits: dict[str, CachedSplit]
     reused: bool
     clips_per_second: float | None = None  # of this extraction (None when reused)
-    manifest: dict[str, Any] = field(default_factory=dict)
 
 
 def fingerprint(splits: dict[str, list[Clip]]) -> str:
@@ -114,7 +112,7 @@ class FrameEmbedder:
     """uint8 clips ``[B, T, S, S, 3]`` → what the cache stores for them."""
 
     def __init__(self, settings: FrameSettings, device: torch.device,
-                 frame_batch: int = 256) -> None:
+                 frame_batch: int = 256, seed: int | None = None) -> None:
         self.settings = settings
         self.device = device
         self.frame_batch = frame_batch
@@ -122,7 +120,7 @@ class FrameEmbedder:
         if not settings.raw:
             from .backbones import create_backbone
 
-            self.backbone = create_backbone(settings.features, settings.weights).to(device).eval()
+            self.backbone = create_backbone(settings.features, settings.weights, seed).to(device).eval()
 
     @property
     def dim(self) -> int:
@@ -166,7 +164,7 @@ def load_cache(folder: Path, settings: FrameSettings, fp: str) -> CacheResult | 
         ok[[s["row"] for s in skipped]] = False
         labels, groups = np.array(index["labels"]), np.array(index["groups"])
         splits[name] = CachedSplit(x, ok, labels, groups, skipped)
-    return CacheResult(folder, splits, reused=True, manifest=manifest)
+    return CacheResult(folder, splits, reused=True)
 
 
 def build_cache(
@@ -189,7 +187,7 @@ def build_cache(
     if done is not None:
         return done
     folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder):  # sweep workers sharing a cache: one extracts, the others then reuse
+    with file_lock(folder / ".lock"):  # sweep workers sharing a cache: one extracts, the others then reuse
         done = load_cache(folder, settings, fp)
         if done is not None:
             return done
@@ -197,97 +195,107 @@ def build_cache(
                         on_chunk)
 
 
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    with open(folder / ".lock", "w") as lock:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock, one process at a time is up to the user
-            yield
-            return
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _extract(folder: Path, splits: dict[str, list[Clip]], settings: FrameSettings, fp: str,
              device: torch.device, clip_batch: int, workers: int,
              on_chunk: Callable[[str, int, int], None] | None) -> CacheResult:
-    embedder = FrameEmbedder(settings, device)
-    s = settings
-    state = _read_json(folder / "state.json")
-    if not state or state.get("settings") != asdict(s) or state.get("fingerprint") != fp:
-        (folder / "manifest.json").unlink(missing_ok=True)
-        for name in splits:
-            for stale in (f"{name}.npy", f"{name}.partial.npy"):
-                (folder / stale).unlink(missing_ok=True)
-        for name, clips in splits.items():
-            _write_json(folder / f"{name}.index.json", {
-                "paths": [c.rel for c in clips], "labels": [c.label for c in clips],
-                "groups": [c.group for c in clips]})
-        state = {"settings": asdict(s), "fingerprint": fp, "done": {n: 0 for n in splits},
-                 "skipped": {n: [] for n in splits}, "seconds": 0.0, "clips": 0}
-        _write_json(folder / "state.json", state)
-
+    # Random (weights=none) networks are drawn from the source's fingerprint: a rerun or a resumed
+    # extraction embeds with the same network.
+    embedder = FrameEmbedder(settings, device, seed=int(fp[:8], 16))
+    state = _resume_state(folder, splits, settings, fp)
     remaining = sum(len(c) - state["done"][n] for n, c in splits.items())
-    bar = progress(None, total=remaining, unit="clip", desc=f"features {s.features}")
+    bar = progress(None, total=remaining, unit="clip", desc=f"features {settings.features}")
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
 
-    def decode(split: str, row: int, clip: Clip) -> np.ndarray | str:
-        rng = np.random.default_rng([s.seed, row])  # fixed per clip: resuming gives the same frames
-        try:
-            return decode_clip(clip.path, s.frames, s.size, sampling=s.sampling,
-                               train=split == "train", rng=rng)
-        except UnreadableVideo as e:
-            return e.reason
+    def chunk_done(name: str, done: int, total: int, rows: int) -> None:
+        bar.update(rows)
+        if on_chunk is not None:
+            on_chunk(name, done, total)
 
     try:
         for name, clips in splits.items():
-            final, partial = folder / f"{name}.npy", folder / f"{name}.partial.npy"
-            shape = (len(clips), s.frames, embedder.dim)
-            start = state["done"][name]
-            if start >= len(clips) and final.exists():
-                continue
-            if start > 0 and partial.exists():
-                x = np.load(partial, mmap_mode="r+")
-            else:
-                start, state["skipped"][name] = 0, []
-                x = np.lib.format.open_memmap(partial, mode="w+", dtype=embedder.dtype, shape=shape)
-            chunks = [range(i, min(i + clip_batch, len(clips)))
-                      for i in range(start, len(clips), clip_batch)]
-            ahead: list[Future] | None = None
-            for k, rows in enumerate(chunks):
-                t0 = time.perf_counter()
-                futures = ahead or [pool.submit(decode, name, r, clips[r]) for r in rows]
-                if k + 1 < len(chunks):  # decode the next chunk while this one is embedded
-                    ahead = [pool.submit(decode, name, r, clips[r]) for r in chunks[k + 1]]
-                decoded = [f.result() for f in futures]
-                good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
-                if good:
-                    x[[rows[i] for i in good]] = embedder(np.stack([decoded[i] for i in good]))
-                for i, d in enumerate(decoded):
-                    if isinstance(d, str):
-                        x[rows[i]] = 0
-                        state["skipped"][name].append({"row": rows[i], "clip": clips[rows[i]].rel,
-                                                       "reason": d})
-                x.flush()
-                state["done"][name] = rows[-1] + 1
-                state["clips"] += len(rows)
-                state["seconds"] += time.perf_counter() - t0
-                _write_json(folder / "state.json", state)  # only after the rows are on disk
-                bar.update(len(rows))
-                if on_chunk is not None:
-                    on_chunk(name, rows[-1] + 1, len(clips))
-            del x
-            partial.replace(final)
+            _extract_split(folder, name, clips, settings, embedder, state, pool, clip_batch, chunk_done)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+    _write_json(folder / "manifest.json", _manifest(splits, settings, fp, embedder, state))  # a complete cache
+    (folder / "state.json").unlink(missing_ok=True)
+    result = load_cache(folder, settings, fp)
+    assert result is not None
+    result.reused = False
+    result.clips_per_second = state["clips"] / state["seconds"] if state["seconds"] > 0 else None
+    return result
 
-    cps = state["clips"] / state["seconds"] if state["seconds"] > 0 else None
-    manifest = {
+
+def _resume_state(folder: Path, splits: dict[str, list[Clip]], s: FrameSettings, fp: str) -> dict[str, Any]:
+    """The saved progress of an interrupted extraction with these settings, or a fresh start (stale files gone)."""
+    state = _read_json(folder / "state.json")
+    if state and state.get("settings") == asdict(s) and state.get("fingerprint") == fp:
+        return state
+    (folder / "manifest.json").unlink(missing_ok=True)
+    for name, clips in splits.items():
+        for stale in (f"{name}.npy", f"{name}.partial.npy"):
+            (folder / stale).unlink(missing_ok=True)
+        _write_json(folder / f"{name}.index.json", {
+            "paths": [c.rel for c in clips], "labels": [c.label for c in clips],
+            "groups": [c.group for c in clips]})
+    state = {"settings": asdict(s), "fingerprint": fp, "done": {n: 0 for n in splits},
+             "skipped": {n: [] for n in splits}, "seconds": 0.0, "clips": 0}
+    _write_json(folder / "state.json", state)
+    return state
+
+
+def _extract_split(folder: Path, name: str, clips: list[Clip], s: FrameSettings, embedder: FrameEmbedder,
+                   state: dict[str, Any], pool: ThreadPoolExecutor, clip_batch: int,
+                   on_chunk: Callable[[str, int, int, int], Any]) -> None:
+    """Embed one split's clips in chunks, decoding the next chunk while this one is embedded; the state is
+    saved after each chunk's rows are on disk, so an interruption resumes at the next chunk."""
+    final, partial = folder / f"{name}.npy", folder / f"{name}.partial.npy"
+    start = state["done"][name]
+    if start >= len(clips) and final.exists():
+        return
+    if start > 0 and partial.exists():
+        x = np.load(partial, mmap_mode="r+")
+    else:
+        start, state["skipped"][name] = 0, []
+        x = np.lib.format.open_memmap(partial, mode="w+", dtype=embedder.dtype,
+                                      shape=(len(clips), s.frames, embedder.dim))
+
+    def decode(row: int) -> np.ndarray | str:
+        rng = np.random.default_rng([s.seed, row])  # fixed per clip: resuming gives the same frames
+        try:
+            return decode_clip(clips[row].path, s.frames, s.size, sampling=s.sampling, train=name == "train",
+                               rng=rng)
+        except UnreadableVideo as e:
+            return e.reason
+
+    chunks = [range(i, min(i + clip_batch, len(clips))) for i in range(start, len(clips), clip_batch)]
+    ahead: list[Future] | None = None
+    for k, rows in enumerate(chunks):
+        t0 = time.perf_counter()
+        futures = ahead or [pool.submit(decode, r) for r in rows]
+        if k + 1 < len(chunks):
+            ahead = [pool.submit(decode, r) for r in chunks[k + 1]]
+        decoded = [f.result() for f in futures]
+        good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
+        if good:
+            x[[rows[i] for i in good]] = embedder(np.stack([decoded[i] for i in good]))
+        for i, d in enumerate(decoded):
+            if isinstance(d, str):
+                x[rows[i]] = 0
+                state["skipped"][name].append({"row": rows[i], "clip": clips[rows[i]].rel, "reason": d})
+        x.flush()
+        state["done"][name] = rows[-1] + 1
+        state["clips"] += len(rows)
+        state["seconds"] += time.perf_counter() - t0
+        _write_json(folder / "state.json", state)  # only after the rows are on disk
+        on_chunk(name, rows[-1] + 1, len(clips), len(rows))
+    del x
+    partial.replace(final)
+
+
+def _manifest(splits: dict[str, list[Clip]], s: FrameSettings, fp: str, embedder: FrameEmbedder,
+              state: dict[str, Any]) -> dict[str, Any]:
+    return {
         "version": FORMAT_VERSION,
         "settings": asdict(s),
         "description": s.describe(),
@@ -295,12 +303,6 @@ def _extract(folder: Path, splits: dict[str, list[Clip]], settings: FrameSetting
         "splits": {n: {"shape": [len(c), s.frames, embedder.dim], "dtype": str(embedder.dtype),
                        "skipped": state["skipped"][n]} for n, c in splits.items()},
         "extraction_seconds": state["seconds"],
-        "clips_per_second": cps,
+        "clips_per_second": state["clips"] / state["seconds"] if state["seconds"] > 0 else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    _write_json(folder / "manifest.json", manifest)  # the mark of a complete cache
-    (folder / "state.json").unlink(missing_ok=True)
-    result = load_cache(folder, settings, fp)
-    assert result is not None
-    result.reused, result.clips_per_second = False, cps
-    return result

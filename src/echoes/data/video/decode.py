@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...utils import require
+
 SAMPLING = ("uniform", "segments")
 
 
@@ -73,7 +75,7 @@ def _to_rgb(frame, size: int) -> np.ndarray:  # noqa: ANN001 (av.VideoFrame)
 
 def _decoded(container, stream) -> Iterator:  # noqa: ANN001
     """Frames in order; an error after the first frame ends the clip (a truncated file)."""
-    import av
+    av = require("av", "video")
 
     count = 0
     try:
@@ -140,7 +142,7 @@ def decode_clip(
     Clips with more than ``seek_threshold`` frames are read by seeking; a header
     that over-counts frames (truncated files) is corrected by a second pass.
     """
-    import av
+    av = require("av", "video")
 
     try:
         with av.open(str(path)) as container:

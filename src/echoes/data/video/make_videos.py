@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import EchoesError
+from ...utils import require
 
 CLASSES = [
     "MoveLeft", "MoveRight", "MoveUp", "MoveDown",
@@ -67,7 +68,7 @@ def held_out_groups(groups: int, split: int) -> range:
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str = "mpeg4",
                 bit_rate: int = 600_000) -> None:
     """Encode uint8 RGB frames ``[T, H, W, 3]`` (even H, W) into a video file."""
-    import av
+    av = require("av", "video")
 
     with av.open(str(path), "w", format=Path(path).suffix.lstrip(".") or None) as out:
         stream = out.add_stream(codec, rate=fps)
