@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 
 # Debian packages the tests and generators need, installed when absent (root or sudo).
 APT_PACKAGES := festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium
+APT_PACKAGES += slurm-wlm munge postgresql  # a one-node Slurm and a PostgreSQL, started by the tests
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -190,6 +190,34 @@ def cmd_stream(args: argparse.Namespace) -> None:
           + (f", {summary['dropped']} dropped" if summary["dropped"] else ""), file=sys.stderr)
 
 
+def cmd_server(args: argparse.Namespace) -> None:
+    from .server import serve
+
+    code = serve(args.host, args.port, args.backend_store, args.artifacts, args.workers, args.allowed_hosts)
+    if code not in (0, -2, -15, 130, 143):  # stopped by a signal is a clean stop
+        raise EchoesError(f"the MLflow server exited with code {code} — see its messages above")
+
+
+def cmd_launch(args: argparse.Namespace) -> None:
+    from . import launch
+
+    if args.what in ("status", "cancel"):
+        (launch.status if args.what == "status" else launch.cancel)(args.folder)
+        return
+    from .config import parse_overrides
+
+    keys = ("workers", "tracking_uri", "partition", "gpus", "cpus", "mem_gb", "time", "account", "cloud",
+            "region", "spot", "idle_minutes", "max_hours", "code", "cluster")
+    flags = {k: getattr(args, k) for k in keys} | {"backend": args.on, "sbatch": parse_overrides(args.sbatch) or None,
+                                                   "mounts": dict(m.split("=", 1) for m in args.mount) or None}
+    target = getattr(args, "target", None)
+    if target and "=" in target:  # `echoes launch compare seeds=[0]`: an override, not a suite
+        args.overrides.insert(0, target)
+        target = None
+    launch.launch(args.what, target or getattr(args, "config", None), args.overrides,
+                  launch.load_profile(args.profile, flags), dry_run=args.dry_run, wait=args.wait)
+
+
 def cmd_make_speech(args: argparse.Namespace) -> None:
     from .data.speech.make_speech import make_speech
 
@@ -341,9 +369,65 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MLflow experiment(s) to include (default: all)")
     r.add_argument("--out", metavar="DIR", help="output folder (default: echoes-runs/report)")
     r.add_argument("--run", metavar="RUN_ID", help="the run whose confusion matrix is shown (default: the best)")
-    r.add_argument("--uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else echoes-runs/mlflow.db)")
+    r.add_argument("--uri", "--tracking-uri", help="MLflow tracking URI, e.g. http://HOST:5000 (default: "
+                   "$MLFLOW_TRACKING_URI, else echoes-runs/mlflow.db)")
     r.add_argument("--no-png", action="store_true", help="write only the HTML page")
     r.set_defaults(func=cmd_report)
+
+    sv = sub.add_parser("server", help="run the shared MLflow tracking server (artifacts proxied) for runs anywhere")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all; default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=5000, help="default 5000")
+    sv.add_argument("--backend-store", metavar="URI",
+                    help="sqlite:///FILE or postgresql://USER@HOST/DB (default: echoes-runs/mlflow.db)")
+    sv.add_argument("--artifacts", metavar="DIR|URI", help="where artifacts are kept: a folder or s3://... "
+                    "(default: echoes-runs/artifacts)")
+    sv.add_argument("--workers", type=int, help="server processes (default: 1 on SQLite, 4 otherwise)")
+    sv.add_argument("--allowed-hosts", metavar="LIST", help="Host headers accepted besides localhost and private "
+                    "addresses, e.g. hq.example.org,hq.example.org:*")
+    sv.set_defaults(func=cmd_server)
+
+    lp = argparse.ArgumentParser(add_help=False)  # where to run: the same options for train, compare, sweep
+    lp.add_argument("--on", choices=["local", "slurm", "cloud"], help="where the tasks run (default local)")
+    lp.add_argument("--profile", metavar="NAME", help="options from configs/launch/NAME.yaml (flags win)")
+    lp.add_argument("--workers", type=int, metavar="N", help="local: tasks at once; sweep: workers on the study")
+    lp.add_argument("--tracking-uri", metavar="URI", help="where runs report (default: $MLFLOW_TRACKING_URI, "
+                    "else echoes-runs/mlflow.db); the cloud needs an `echoes server`")
+    lp.add_argument("--dry-run", action="store_true", help="cloud: print the SkyPilot task YAML, launch nothing")
+    lp.add_argument("--wait", action="store_true", help="slurm: wait until every task has finished")
+    sl = lp.add_argument_group("slurm")
+    sl.add_argument("--partition")
+    sl.add_argument("--gpus", help="Slurm: GPUs per node (2); cloud: type and count (A100:1)")
+    sl.add_argument("--cpus", type=int, help="CPUs per task")
+    sl.add_argument("--mem-gb", type=float)
+    sl.add_argument("--time", type=int, metavar="MINUTES", help="per job; then it is requeued and resumes")
+    sl.add_argument("--account")
+    sl.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="any sbatch option, e.g. "
+                    "--sbatch qos=high (repeatable)")
+    cl = lp.add_argument_group("cloud")
+    cl.add_argument("--cloud", help="aws, gcp, azure, ... (default: the cheapest SkyPilot can use)")
+    cl.add_argument("--region")
+    cl.add_argument("--spot", action="store_true", default=None, help="spot VMs, as a managed job that recovers")
+    cl.add_argument("--idle-minutes", type=int, help="tear the VM down after this much idleness (default 10)")
+    cl.add_argument("--max-hours", type=float, help="stop the command after this long (default 8)")
+    cl.add_argument("--code", choices=["repo", "wheel"], help="sync this checkout (default) or a built wheel")
+    cl.add_argument("--mount", action="append", default=[], metavar="VM_PATH=SOURCE",
+                    help="data for the VM: a bucket (s3://, gs://) or a local path, copied (repeatable)")
+    cl.add_argument("--cluster", help="SkyPilot cluster name (default: echoes-NAME)")
+    la = sub.add_parser("launch", help="run a train, a compare suite or a sweep elsewhere: --on local|slurm|cloud")
+    la_sub = la.add_subparsers(dest="what", required=True, metavar="WHAT")
+    lt = la_sub.add_parser("train", parents=[lp], help="one training run")
+    lt.add_argument("--config", help="experiment YAML file")
+    lt.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    lc = la_sub.add_parser("compare", parents=[lp], help="a suite: one task per dataset × model × seed")
+    lc.add_argument("target", nargs="?", metavar="SUITE")
+    lc.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    ls = la_sub.add_parser("sweep", parents=[lp], help="a sweep: --workers N workers on one study")
+    ls.add_argument("target", metavar="SWEEP")
+    ls.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    for what in ("status", "cancel"):
+        lx = la_sub.add_parser(what, help=f"{what} a launch (default: the latest)")
+        lx.add_argument("folder", nargs="?", help="its folder under echoes-runs/launch/")
+    la.set_defaults(func=cmd_launch)
 
     for name, func, text in (("predict", cmd_predict, "predict with a trained model on any data source"),
                              ("evaluate", cmd_evaluate, "the test metrics of a trained model on any data source")):

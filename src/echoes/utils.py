@@ -105,7 +105,7 @@ def check_output(path: str | Path, suffixes: tuple[str, ...] = ()) -> Path:
     return p
 
 
-CONFIG_KINDS = ("suites", "sweeps")
+CONFIG_KINDS = ("suites", "sweeps", "launch")
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
 
