@@ -57,13 +57,16 @@ def make_storage(url: str, heartbeat: int | None = None, on_stale: StaleCallback
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeats and retries are "experimental"
     if "://" in url:
-        try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat,
-                                              grace_period=heartbeat and GRACE_BEATS * heartbeat,
-                                              heartbeat_stale_trial_callback=on_stale)
-        except Exception as e:
-            raise EchoesError(f"cannot open sweep storage '{url}': {str(e).splitlines()[0]} — "
-                              "check the database URL") from None
+        for attempt in (1, 2):  # workers starting together on an empty database race to create its tables
+            try:
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat,
+                                                  grace_period=heartbeat and GRACE_BEATS * heartbeat,
+                                                  heartbeat_stale_trial_callback=on_stale)
+            except Exception as e:
+                if attempt == 2:
+                    raise EchoesError(f"cannot open sweep storage '{url}': {str(e).splitlines()[0]} — "
+                                      "check the database URL") from None
+                time.sleep(1.0)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     path = Path(url).resolve()

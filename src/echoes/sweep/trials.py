@@ -116,6 +116,9 @@ def run_trial(sweep: Sweep, storage: Any, frozen: Any, datasets: dict[str, Any],
     study = sweep.load_study(storage, seed=sweep.base_config.seed * 100_003 + frozen.number)
     study_id = storage.get_study_id_from_name(sweep.name)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+    # A database storage is wrapped in Optuna's cache, which has not seen the trial claimed through the
+    # raw storage: reading the trials refreshes it (else setting a parameter fails with a KeyError).
+    study.get_trials(deepcopy=False)
     try:
         with beating(storage, trial_id):
             trial = optuna.trial.Trial(study, trial_id)
