@@ -333,7 +333,14 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="echoes", description="Train and compare temporal neural architectures.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_run_commands, _add_model_commands, _add_launch_commands, _add_listing_commands,
+                _add_data_commands):
+        add(sub)
+    return p
 
+
+def _add_run_commands(sub: Any) -> None:
+    """train, compare, sweep, report: running experiments and reading them back."""
     t = sub.add_parser("train", help="train and evaluate one model on one dataset")
     t.add_argument("--config", help="experiment YAML file")
     t.add_argument("--json", metavar="OUT", help="write the run's metrics to this JSON file")
@@ -374,6 +381,62 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-png", action="store_true", help="write only the HTML page")
     r.set_defaults(func=cmd_report)
 
+
+def _add_model_commands(sub: Any) -> None:
+    """predict, evaluate, stream: using a trained model."""
+    for name, func, text in (("predict", cmd_predict, "predict with a trained model on any data source"),
+                             ("evaluate", cmd_evaluate, "the test metrics of a trained model on any data source")):
+        e = sub.add_parser(name, help=text)
+        e.add_argument("model", help="a saved model folder, an MLflow run id, or runs:/RUN_ID")
+        e.add_argument("data", help="a data source, e.g. npz:new.npz, uea:BasicMotions, ucf101:ROOT")
+        e.add_argument("options", nargs="*", metavar="KEY=VALUE", help="source options (default: the model's own)")
+        e.add_argument("--split", default="test", help="which split of the source (test, train, val; default test)")
+        e.add_argument("--uri", help="MLflow tracking URI for run ids (default: $MLFLOW_TRACKING_URI, else "
+                                      "echoes-runs/mlflow.db)")
+        if name == "predict":
+            e.add_argument("--out", metavar="FILE", help="write every prediction to FILE (.csv or .json)")
+            e.add_argument("--top-k", type=int, default=1, metavar="K", help="also list the K most likely classes")
+            e.add_argument("--show", type=int, default=10, metavar="N", help="predictions printed without --out")
+        else:
+            e.add_argument("--json", metavar="OUT", help="write the metrics to this JSON file")
+            e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        e.set_defaults(func=func)
+
+
+
+    st = sub.add_parser("stream", help="run a trained model live on a video, camera, URL, speech file or stdin")
+    st.add_argument("model", help="a saved model folder, an MLflow run id, or runs:/RUN_ID")
+    st.add_argument("source", help="a video file, /dev/videoN, rtsp:// or http:// URL, a speech file, a .npy "
+                                   "(T, F) array, or - for stdin")
+    st.add_argument("--top-k", type=int, default=3, metavar="K", help="classes listed per step (default 3)")
+    st.add_argument("--average", type=int, default=1, metavar="N", help="average the scores of the last N steps")
+    st.add_argument("--ema", type=float, metavar="A", help="or smooth them: A·new + (1-A)·old")
+    st.add_argument("--threshold", type=float, default=0.0, help="hide labels scoring below this")
+    st.add_argument("--every", type=int, default=1, metavar="K", help="a JSON line every K steps")
+    st.add_argument("--frame-step", type=int, default=1, metavar="N",
+                    help="step the model on every Nth frame (the spacing of the frames it was trained on)")
+    st.add_argument("--window", type=int, metavar="N",
+                    help="steps a sliding-window model re-reads (default: the frames it was trained on)")
+    st.add_argument("--stride", type=int, default=1, metavar="N", help="re-read the window every N steps")
+    st.add_argument("--sliding", action="store_true",
+                    help="re-read the last --window steps for recurrent models too (not everything since the start)")
+    st.add_argument("--realtime", action="store_true",
+                    help="read a file at its own rate, dropping frames when inference falls behind")
+    st.add_argument("--out", metavar="VIDEO", help="write the video with the predictions drawn on it (.mp4, .avi)")
+    st.add_argument("--timeline", metavar="JSON", help="write the labelled segments to this file")
+    st.add_argument("--frame-size", metavar="WxH", help="size of raw RGB24 frames on stdin")
+    st.add_argument("--fps", type=float, default=25.0, help="rate of raw frames on stdin (default 25)")
+    st.add_argument("--stdin-format", choices=("rgb24", "text", "f32"),
+                    help="stdin: rgb24 frames (video models), text lines or raw float32 vectors (feature models)")
+    st.add_argument("--camera-size", metavar="WxH", help="camera capture size, e.g. 640x480")
+    st.add_argument("--camera-fps", type=float, help="camera capture rate")
+    st.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    st.add_argument("--uri", help="MLflow tracking URI for run ids")
+    st.set_defaults(func=cmd_stream)
+
+
+def _add_launch_commands(sub: Any) -> None:
+    """server, launch: running beyond this process."""
     sv = sub.add_parser("server", help="run the shared MLflow tracking server (artifacts proxied) for runs anywhere")
     sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all; default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=5000, help="default 5000")
@@ -429,25 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
         lx.add_argument("folder", nargs="?", help="its folder under echoes-runs/launch/")
     la.set_defaults(func=cmd_launch)
 
-    for name, func, text in (("predict", cmd_predict, "predict with a trained model on any data source"),
-                             ("evaluate", cmd_evaluate, "the test metrics of a trained model on any data source")):
-        e = sub.add_parser(name, help=text)
-        e.add_argument("model", help="a saved model folder, an MLflow run id, or runs:/RUN_ID")
-        e.add_argument("data", help="a data source, e.g. npz:new.npz, uea:BasicMotions, ucf101:ROOT")
-        e.add_argument("options", nargs="*", metavar="KEY=VALUE", help="source options (default: the model's own)")
-        e.add_argument("--split", default="test", help="which split of the source (test, train, val; default test)")
-        e.add_argument("--uri", help="MLflow tracking URI for run ids (default: $MLFLOW_TRACKING_URI, else "
-                                      "echoes-runs/mlflow.db)")
-        if name == "predict":
-            e.add_argument("--out", metavar="FILE", help="write every prediction to FILE (.csv or .json)")
-            e.add_argument("--top-k", type=int, default=1, metavar="K", help="also list the K most likely classes")
-            e.add_argument("--show", type=int, default=10, metavar="N", help="predictions printed without --out")
-        else:
-            e.add_argument("--json", metavar="OUT", help="write the metrics to this JSON file")
-            e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-        e.set_defaults(func=func)
 
-
+def _add_listing_commands(sub: Any) -> None:
+    """models, learners, datasets, features: what there is, and feature caches."""
     for command, func, what in (("models", cmd_models, "model"), ("learners", cmd_learners, "learner"),
                                 ("datasets", cmd_datasets, "data source")):
         lp = sub.add_parser(command, help=f"list the {what}s, or one {what}'s options")
@@ -460,37 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="source options, e.g. backbone=resnet18 weights=imagenet frames=16 split=1")
     f.set_defaults(func=cmd_features)
 
-    st = sub.add_parser("stream", help="run a trained model live on a video, camera, URL, speech file or stdin")
-    st.add_argument("model", help="a saved model folder, an MLflow run id, or runs:/RUN_ID")
-    st.add_argument("source", help="a video file, /dev/videoN, rtsp:// or http:// URL, a speech file, a .npy "
-                                   "(T, F) array, or - for stdin")
-    st.add_argument("--top-k", type=int, default=3, metavar="K", help="classes listed per step (default 3)")
-    st.add_argument("--average", type=int, default=1, metavar="N", help="average the scores of the last N steps")
-    st.add_argument("--ema", type=float, metavar="A", help="or smooth them: A·new + (1-A)·old")
-    st.add_argument("--threshold", type=float, default=0.0, help="hide labels scoring below this")
-    st.add_argument("--every", type=int, default=1, metavar="K", help="a JSON line every K steps")
-    st.add_argument("--frame-step", type=int, default=1, metavar="N",
-                    help="step the model on every Nth frame (the spacing of the frames it was trained on)")
-    st.add_argument("--window", type=int, metavar="N",
-                    help="steps a sliding-window model re-reads (default: the frames it was trained on)")
-    st.add_argument("--stride", type=int, default=1, metavar="N", help="re-read the window every N steps")
-    st.add_argument("--sliding", action="store_true",
-                    help="re-read the last --window steps for recurrent models too (not everything since the start)")
-    st.add_argument("--realtime", action="store_true",
-                    help="read a file at its own rate, dropping frames when inference falls behind")
-    st.add_argument("--out", metavar="VIDEO", help="write the video with the predictions drawn on it (.mp4, .avi)")
-    st.add_argument("--timeline", metavar="JSON", help="write the labelled segments to this file")
-    st.add_argument("--frame-size", metavar="WxH", help="size of raw RGB24 frames on stdin")
-    st.add_argument("--fps", type=float, default=25.0, help="rate of raw frames on stdin (default 25)")
-    st.add_argument("--stdin-format", choices=("rgb24", "text", "f32"),
-                    help="stdin: rgb24 frames (video models), text lines or raw float32 vectors (feature models)")
-    st.add_argument("--camera-size", metavar="WxH", help="camera capture size, e.g. 640x480")
-    st.add_argument("--camera-fps", type=float, help="camera capture rate")
-    st.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    st.add_argument("--uri", help="MLflow tracking URI for run ids")
-    st.set_defaults(func=cmd_stream)
 
-    # `echoes data <command>`: tools that write datasets (generated videos, speech corpora...)
+def _add_data_commands(sub: Any) -> None:
+    """`echoes data <command>`: tools that write datasets in the layouts of real ones."""
     d = sub.add_parser("data", help="generate datasets in the layouts of real ones")
     data_sub = d.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     ms = data_sub.add_parser("make-speech", help="write a small TIMIT-layout corpus spoken by Festival")
@@ -515,8 +534,6 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("--long", type=int, default=0, metavar="N",
                     help="also write long.avi: N test clips of changing classes back to back (truth in long.json)")
     mv.set_defaults(func=cmd_make_videos)
-    del data_sub  # each generator adds its parser here
-    return p
 
 
 def _split_suite_arg(args: argparse.Namespace) -> None:
