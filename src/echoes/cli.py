@@ -24,12 +24,18 @@ def _write_json(path: str, data: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from . import distributed
     from .config import load_config
     from .run import Metric, check_experiment, load_data, run_experiment
 
     cfg = load_config(args.config, args.overrides)
     check_experiment(cfg)
+    if cfg.train.nproc > 1 and not distributed.launched():
+        return _torchrun(args, cfg.train.nproc)
     ds = load_data(cfg)
+    if not distributed.is_main():  # the other ranks train their shards quietly
+        run_experiment(cfg, ds, resume=args.resume)
+        return None
     print(f"data  {ds.describe()}")
     r = run_experiment(cfg, ds, resume=args.resume)
     m = r.metrics
@@ -52,6 +58,20 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"model saved to {r.model.save(args.save)}")
     if args.json:
         _write_json(args.json, r.row())
+
+
+def _torchrun(args: argparse.Namespace, nproc: int) -> int:
+    """``echoes train ... train.nproc=N`` again, as N ranks under torchrun (without train.nproc)."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+            "-m", "echoes", "train"]
+    for flag, value in (("--config", args.config), ("--json", args.json), ("--save", args.save)):
+        argv += [flag, value] if value else []
+    if args.resume is not None:
+        argv.append("--resume" if args.resume else "--no-resume")
+    argv += [o for o in args.overrides if not o.replace(" ", "").startswith("train.nproc=")]
+    return subprocess.call(argv)
 
 
 def stopped_early(r: Any) -> str | None:

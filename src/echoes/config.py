@@ -83,6 +83,7 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(256, ge=1)
     checkpoint_every: int = Field(1, ge=0)  # epochs between resumable checkpoints; 0: none
     keep_checkpoints: int = Field(1, ge=1)  # how many of the latest checkpoints stay on disk
+    nproc: int = Field(1, ge=1)  # data-parallel processes on this machine: >1 re-launches `echoes train` under torchrun
 
 
 class TrackingConfig(BaseModel):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import distributed
 from .config import ExperimentConfig
 from .data import Dataset, load_dataset
 from .learners import Checkpoints, EpochCallback, FitResult, Learner, create_learner
@@ -211,7 +212,7 @@ def _checkpoints(cfg: ExperimentConfig, label: str, experiment: str | None, resu
     ckpt = checkpoints(cfg, label, experiment)
     if resume if resume is not None else cfg.name is not None:
         ckpt.load()
-    else:
+    elif distributed.is_main():  # the other ranks start afresh anyway, and must not race rank 0
         ckpt.clear()
     return ckpt
 
@@ -226,7 +227,7 @@ def _fit(learner: Learner, module: SequenceModel, ds: Dataset, cfg: ExperimentCo
             fit = learner.fit(module, ds, cfg.train, device=device, seed=cfg.seed, on_epoch=on_epoch,
                               checkpoint=ckpt)
         except RunStopped:  # e.g. a pruned trial: ended for good, nothing to resume
-            if ckpt is not None:
+            if ckpt is not None and distributed.is_main():
                 ckpt.clear()
             raise
         seconds = time.perf_counter() - t0 + fit.seconds_before_resume
@@ -252,8 +253,11 @@ def run_experiment(
     ``resume=True`` continues from the last checkpoint of the same run key, in the same MLflow run,
     and ends as an uninterrupted run would (same metrics, history and weights); ``None`` resumes
     when the config has a ``name``; otherwise an old checkpoint is deleted and training starts
-    afresh. A finished (or deliberately stopped) run deletes its checkpoints."""
-    device = resolve_device(cfg.train.device)
+    afresh. A finished (or deliberately stopped) run deletes its checkpoints.
+
+    Under torchrun every rank calls this; only rank 0 tracks and writes checkpoints
+    (:mod:`echoes.distributed`)."""
+    device = distributed.setup(resolve_device(cfg.train.device))
     ds = dataset if dataset is not None else load_data(cfg)
     seed_everything(cfg.seed)
     t0 = time.perf_counter()
@@ -268,7 +272,9 @@ def run_experiment(
         Tag.DATA: cfg.data.source, Tag.SEED: cfg.seed, Tag.LABEL: label, Tag.GIT_COMMIT: git_commit(),
         **(tags or {}),
     }
-    with tracker(cfg.tracking, f"{label} · {cfg.data.source} · seed {cfg.seed}", run_tags,
+    tracking = cfg.tracking if distributed.is_main() else cfg.tracking.model_copy(
+        update={"enabled": False, "tensorboard": False})  # rank 0 alone tracks
+    with tracker(tracking, f"{label} · {cfg.data.source} · seed {cfg.seed}", run_tags,
                  parent_run_id, experiment, ckpt.meta.get("run_id") if ckpt else None) as run:
         if ckpt is not None:
             ckpt.meta["run_id"] = run.run_id
@@ -294,7 +300,7 @@ def run_experiment(
         fitted = Model.from_training(module.cpu(), cfg, ds)
         if cfg.tracking.log_weights:
             run.log_model(fitted)
-    if ckpt is not None:
+    if ckpt is not None and distributed.is_main():
         ckpt.clear()
     return RunResult(
         model_name=cfg.model.name, label=label, learner=learner_name, family=module.family,

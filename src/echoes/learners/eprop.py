@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .. import distributed
 from ..config import TrainConfig
 from ..data import Dataset
 from ..errors import EchoesError
@@ -275,6 +276,8 @@ class EpropLearner(GradientLearner):
     def fit(self, model: SequenceModel, data: Dataset, train: TrainConfig, *, device: torch.device, seed: int,
             on_epoch: EpochCallback | None = None, checkpoint: Checkpoints | None = None) -> FitResult:
         eprop_rule(model)  # fails early on models e-prop cannot train
+        if distributed.active():  # its hand-computed gradients bypass DDP's averaging
+            raise EchoesError("learner=eprop does not support train.nproc > 1 (data-parallel) — run it in one process")
         model.to(device)
         self.B = None
         if self.feedback != "symmetric":

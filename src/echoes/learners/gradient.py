@@ -10,14 +10,27 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from .. import distributed
 from ..config import TrainConfig
-from ..data import Dataset
+from ..data import Dataset, Sequences
 from ..metrics import flat_targets, predict
 from ..models import SequenceModel
 from ..utils import progress
 from . import EpochCallback, FitResult, register_learner
 from .checkpoint import Checkpoints
+
+
+def epoch_batches(seqs: Sequences, batch_size: int, generator: torch.Generator, device: torch.device
+                  ) -> tuple[Iterable[tuple[torch.Tensor, ...]], int]:
+    """(this rank's shuffled batches of one epoch, how many). Under torchrun every rank draws the same
+    order from the same generator and takes its strided shard, padded so all ranks step in lock-step."""
+    if not distributed.active():
+        batches = seqs.batches(batch_size, shuffle=True, generator=generator, device=device)
+        return batches, math.ceil(len(seqs) / batch_size)
+    mine = distributed.shard(torch.randperm(len(seqs), generator=generator).numpy(), pad=True)
+    return seqs.subset(mine).batches(batch_size, device=device), math.ceil(len(mine) / batch_size)
 
 
 @register_learner("gradient")
@@ -43,11 +56,13 @@ class GradientLearner:
 
     def backward(self, model: SequenceModel, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
                  loss_fn: nn.Module, scaler: torch.amp.GradScaler) -> tuple[torch.Tensor, int, int]:
-        """One batch: leave the gradients in ``.grad``; return (mean loss, correct, counted predictions)."""
+        """One batch (``model`` may be DDP-wrapped): leave the gradients in ``.grad``; return
+        (mean loss, correct, counted predictions)."""
         with torch.autocast(x.device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
             logits, target = flat_targets(model(x, lengths), y)
             loss = loss_fn(logits.float(), target)
-            reg = model.regularization_loss()  # e.g. the LSNN's firing-rate term
+            # e.g. the LSNN's firing-rate term (under DDP: the wrapped model's)
+            reg = getattr(model, "module", model).regularization_loss()
         scaler.scale(loss if reg is None else loss + reg).backward()
         return loss.detach(), int((logits.argmax(1) == target).sum()), len(target)
 
@@ -74,7 +89,19 @@ class GradientLearner:
             total_loss += loss.item() * batch_count
             correct += batch_correct
             count += batch_count
-        return total_loss / max(count, 1), correct / max(count, 1)
+        sums = distributed.all_reduce_sum(torch.tensor([total_loss, correct, count], dtype=torch.float64,
+                                                       device=next(model.parameters()).device)).tolist()
+        return sums[0] / max(sums[2], 1), sums[1] / max(sums[2], 1)
+
+    @staticmethod
+    def validate(model: SequenceModel, data: Dataset, train: TrainConfig, device: torch.device
+                 ) -> tuple[float, float]:
+        """(val accuracy, val loss), computed on rank 0 and broadcast: every rank decides early stopping alike."""
+        out = torch.zeros(2, dtype=torch.float64, device=device)
+        if distributed.is_main():
+            val = predict(model, data.val, train.eval_batch_size, device)
+            out += torch.tensor([val.accuracy, val.loss()], dtype=torch.float64, device=device)
+        return tuple(distributed.broadcast(out).tolist())
 
     def fit(
         self,
@@ -93,7 +120,9 @@ class GradientLearner:
         generator = torch.Generator().manual_seed(seed)
         model.to(device)
         opt = self.make_optimizer(model, train)
-        steps_per_epoch = math.ceil(len(data.train) / train.batch_size)
+        # Under torchrun: gradients averaged over the ranks in backward; rank 0 validates and checkpoints.
+        net = model if not distributed.active() else DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
         sched = None
         if train.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=train.restart_epochs)
@@ -112,19 +141,17 @@ class GradientLearner:
             result.resumed_from, result.seconds_before_resume = loop["epoch"], loop["seconds"]
         for epoch in range(start, train.epochs + 1):
             t0 = time.perf_counter()
-            batches = progress(
-                data.train.batches(train.batch_size, shuffle=True, generator=generator, device=device),
-                total=steps_per_epoch, desc=f"epoch {epoch}/{train.epochs}", unit="batch",
-            )
-            train_loss, train_accuracy = self.train_epoch(model, batches, opt, sched, scaler, loss_fn, train,
+            batches, steps_per_epoch = epoch_batches(data.train, train.batch_size, generator, device)
+            batches = progress(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{train.epochs}", unit="batch")
+            train_loss, train_accuracy = self.train_epoch(net, batches, opt, sched, scaler, loss_fn, train,
                                                           epoch, steps_per_epoch)
             seconds = time.perf_counter() - t0
-            val = predict(model, data.val, train.eval_batch_size, device)
+            val_accuracy, val_loss = self.validate(model, data, train, device)
             metrics = {
                 "train_loss": train_loss,
                 "train_accuracy": train_accuracy,
-                "val_loss": val.loss(),
-                "val_accuracy": val.accuracy,
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
                 "lr": opt.param_groups[0]["lr"],
                 "epoch_seconds": seconds,
             }
@@ -132,14 +159,15 @@ class GradientLearner:
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
             # Better = higher val accuracy; on a tie (small val sets) lower val loss.
-            score = (val.accuracy, -metrics["val_loss"])
+            score = (val_accuracy, -val_loss)
             if score > best:
                 best, stale, result.best_epoch = score, 0, epoch
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
                 stopped = train.patience is not None and stale >= train.patience
-            if checkpoint is not None and checkpoint.due(epoch, last=stopped or epoch == train.epochs):
+            last = stopped or epoch == train.epochs
+            if checkpoint is not None and distributed.is_main() and checkpoint.due(epoch, last=last):
                 checkpoint.save(epoch, parts, generator, {
                     "history": result.history, "best_epoch": result.best_epoch, "best": best,
                     "best_state": best_state, "stale": stale, "stopped": stopped,

@@ -14,6 +14,11 @@ Works for any SequenceModel whose readout is an ``nn.Linear`` (or an
    scikit-learn's RidgeCV) or on the validation split: highest accuracy, ties broken
    by the lower squared error. Ensemble members share one λ, chosen for their
    averaged output.
+
+Under torchrun (``train.nproc``) each rank harvests its shard of the training rows and the sums
+of step 1 are all-reduced, so every rank solves the same system as one process would. The
+rows are then never cached: always the primal form, and leave-one-out re-harvests the training
+rows on every rank (the primal identity needs no row index, only the shared sums).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed
 from ..config import TrainConfig
 from ..data import Dataset, Sequences
 from ..errors import EchoesError
@@ -79,6 +85,16 @@ class _Block:
         self.xsum += x.sum(0)
         self.ysum += y.sum(0)
         self.n += len(x)
+
+    def all_reduce(self) -> None:
+        """Sum the statistics over the ranks, each of which added its own shard of the rows."""
+        if self.xtx is None:  # this rank had no rows
+            self.add(torch.zeros(0, self.stop, device=self.device),
+                     torch.zeros(0, self.linear.out_features, dtype=torch.float64, device=self.device))
+        n = torch.tensor(float(self.n), dtype=torch.float64, device=self.device)
+        for total in (self.xtx, self.xty, self.xsum, self.ysum, n):
+            distributed.all_reduce_sum(total)
+        self.n = int(n)
 
     def centre(self) -> None:
         self.mx, self.my = self.xsum / self.n, self.ysum / self.n
@@ -216,7 +232,13 @@ class RidgeLearner:
         blocks = [_Block(a, b, lin, device) for a, b, lin in readout_blocks(model.readout)]
         bs = self.batch_size or train.eval_batch_size
         t0 = time.perf_counter()
-        cache = self._accumulate(model, data.train, blocks, bs, device)
+        train_rows = data.train
+        if distributed.active():
+            train_rows = train_rows.subset(distributed.shard(np.arange(len(train_rows))))
+        cache = self._accumulate(model, train_rows, blocks, bs, device)
+        if distributed.active():
+            for block in blocks:
+                block.all_reduce()
         harvest_seconds = time.perf_counter() - t0
         if cache is not None:  # every row in memory: the dual form where rows < features
             y_all = self._onehot(torch.cat([y for _, y in cache]), blocks)
@@ -267,7 +289,8 @@ class RidgeLearner:
         """One pass over the training rows: kept in memory while they fit in ``cache_mb``
         (returned), else streamed into the blocks' sums (None returned)."""
         num_classes = blocks[0].linear.out_features
-        cache: list[tuple[torch.Tensor, torch.Tensor]] | None = []
+        # Under torchrun the sums are what the ranks share: stream into them from the start.
+        cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None if distributed.active() else []
         cached_bytes = 0
         labels = seqs.valid_labels()  # checked on the host: the harvest never waits for it
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
