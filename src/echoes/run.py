@@ -278,7 +278,8 @@ def run_experiment(
                  parent_run_id, experiment, ckpt.meta.get("run_id") if ckpt else None) as run:
         if ckpt is not None:
             ckpt.meta["run_id"] = run.run_id
-        run.log_params({**cfg.flat(), "learner.resolved": learner_name, "data.num_train": len(ds.train),
+        run.log_params({**cfg.flat(), "train.nproc": distributed.world_size(),  # the ranks really started
+                        "learner.resolved": learner_name, "data.num_train": len(ds.train),
                         "data.num_classes": ds.num_classes, "data.num_features": ds.num_features})
 
         def epoch_done(epoch: int, metrics: dict[str, float]) -> None:
