@@ -63,10 +63,7 @@ def test_gradient_on_two_ranks_converges_and_logs_one_run(tracked_dir, tiny_npz)
     assert not list((tracked_dir / "echoes-runs" / "checkpoints").glob("*/*.pt"))  # rank 0 cleared its own
 
 
-def test_eprop_refuses_data_parallel_in_one_line(run_dir, tiny_npz):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
-    p = subprocess.run([sys.executable, "-m", "echoes", "train", "model=lsnn", "learner=eprop", "model.hidden_size=8",
-                        f"data=npz:{tiny_npz}", "train.epochs=1", "tracking=false", "train.nproc=2"],
-                       cwd=run_dir, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode != 0
-    assert "echoes: error: learner=eprop does not support train.nproc > 1" in p.stderr
+def test_eprop_refuses_data_parallel_in_one_line(run_dir, tiny_npz, capsys):
+    assert main(["train", "model=lsnn", "learner=eprop", f"data=npz:{tiny_npz}", "train.nproc=2"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "echoes: error: learner=eprop does not support train.nproc > 1 (data-parallel) — run it in one process")

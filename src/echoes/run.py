@@ -24,6 +24,7 @@ import torch
 from . import distributed
 from .config import ExperimentConfig
 from .data import Dataset, load_dataset
+from .errors import EchoesError
 from .learners import Checkpoints, EpochCallback, FitResult, Learner, create_learner
 from .metrics import PeakMemory, Predictions, convergence_epoch, predict
 from .model import Model, build_model
@@ -138,7 +139,11 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     MODELS.check(cfg.model.name, cfg.model.options())
     kind, _ = parse_source(cfg.data.source)
     SOURCES.check(kind, cfg.data.options())
-    LEARNERS.check(cfg.learner.name or default_learner(cfg.model.name), cfg.learner.options())
+    learner = cfg.learner.name or default_learner(cfg.model.name)
+    LEARNERS.check(learner, cfg.learner.options())
+    parallel = cfg.train.nproc > 1 or distributed.launched()
+    if parallel and not getattr(LEARNERS.get(learner), "data_parallel", True):
+        raise EchoesError(f"learner={learner} does not support train.nproc > 1 (data-parallel) — run it in one process")
 
 
 def run_key(cfg: ExperimentConfig, label: str, experiment: str | None = None) -> str:

@@ -25,7 +25,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .. import distributed
 from ..config import TrainConfig
 from ..data import Dataset
 from ..errors import EchoesError
@@ -249,6 +248,8 @@ class EpropLearner(GradientLearner):
     ``optimizer``: adamw or sgd. ``betas``: AdamW's (β1, β2).
     """
 
+    data_parallel = False  # its hand-computed gradients would bypass DDP's averaging (check_experiment refuses)
+
     def __init__(self, feedback: Literal["symmetric", "random", "adaptive"] = "symmetric",
                  optimizer: Literal["adamw", "sgd"] = "adamw", betas: tuple[float, float] = (0.9, 0.999)) -> None:
         super().__init__(optimizer, betas)
@@ -276,8 +277,6 @@ class EpropLearner(GradientLearner):
     def fit(self, model: SequenceModel, data: Dataset, train: TrainConfig, *, device: torch.device, seed: int,
             on_epoch: EpochCallback | None = None, checkpoint: Checkpoints | None = None) -> FitResult:
         eprop_rule(model)  # fails early on models e-prop cannot train
-        if distributed.active():  # its hand-computed gradients bypass DDP's averaging
-            raise EchoesError("learner=eprop does not support train.nproc > 1 (data-parallel) — run it in one process")
         model.to(device)
         self.B = None
         if self.feedback != "symmetric":
