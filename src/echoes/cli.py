@@ -23,7 +23,7 @@ def _write_json(path: str, data: Any) -> None:
     atomic_write(p, json.dumps(data, indent=2, default=str))
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int | None:
     from . import distributed
     from .config import load_config
     from .run import Metric, check_experiment, load_data, run_experiment

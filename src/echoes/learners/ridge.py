@@ -232,6 +232,11 @@ class RidgeLearner:
         blocks = [_Block(a, b, lin, device) for a, b, lin in readout_blocks(model.readout)]
         bs = self.batch_size or train.eval_batch_size
         t0 = time.perf_counter()
+        num_classes = blocks[0].linear.out_features
+        labels = data.train.valid_labels()  # checked on the host (all of them, on every rank): the harvest never waits
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise EchoesError(f"labels must lie in 0..{num_classes - 1}, "
+                              f"got {int(labels.min())}..{int(labels.max())}")
         train_rows = data.train
         if distributed.active():
             train_rows = train_rows.subset(distributed.shard(np.arange(len(train_rows))))
@@ -288,14 +293,9 @@ class RidgeLearner:
                     device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """One pass over the training rows: kept in memory while they fit in ``cache_mb``
         (returned), else streamed into the blocks' sums (None returned)."""
-        num_classes = blocks[0].linear.out_features
         # Under torchrun the sums are what the ranks share: stream into them from the start.
         cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None if distributed.active() else []
         cached_bytes = 0
-        labels = seqs.valid_labels()  # checked on the host: the harvest never waits for it
-        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            raise EchoesError(f"labels must lie in 0..{num_classes - 1}, "
-                              f"got {int(labels.min())}..{int(labels.max())}")
         for feats, y in self._batches(model, seqs, batch_size, device, "harvest"):
             if cache is not None:
                 cache.append((feats, y))
