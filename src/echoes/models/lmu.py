@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import EchoesError
 from . import Options, register_model
-from .base import SequenceModel, step_mask
+from .base import SequenceModel, masked_mean
 
 
 def legendre_delay(order: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -215,16 +215,23 @@ class LMUFFT(SequenceModel):
         h = torch.tanh(self.hidden(torch.cat([x, m], -1)))
         if self.framewise or self.pooling == "last":
             return self.pick(h, lengths)
-        w = step_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1).to(h.dtype)
-        return (h * w).sum(1) / w.sum(1).clamp(min=1)
+        return masked_mean(h, lengths)
 
-    def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> torch.Tensor:  # noqa: ARG002
-        return self.e_x.weight.new_zeros(batch, self.e_x.out_features, self.memory.order)
+    def init_state(self, batch: int, window: int | None = None, stride: int = 1  # noqa: ARG002
+                   ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(memory, running sum of the hidden layer, steps so far): the sum serves mean pooling."""
+        zeros = self.e_x.weight.new_zeros
+        return zeros(batch, self.e_x.out_features, self.memory.order), zeros(batch, self.hidden.out_features), 0
 
-    def step(self, x_t: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x_t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, int]
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, int]]:
         """The recurrent form of the convolution: m_t = Ā m_{t-1} + B̄ u_t."""
+        m, total, steps = state
         m = self.memory.step(m, self.e_x(x_t))
-        return self.readout(torch.tanh(self.hidden(torch.cat([x_t, m.flatten(1)], -1)))), m
+        h = torch.tanh(self.hidden(torch.cat([x_t, m.flatten(1)], -1)))
+        total, steps = total + h, steps + 1
+        mean = not self.framewise and self.pooling == "mean"
+        return self.readout(total / steps if mean else h), (m, total, steps)
 
 
 register_model("lmu", options=LMUOptions, doc="Legendre Memory Unit (Voelker et al. 2019): order-d Legendre "
