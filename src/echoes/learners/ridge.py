@@ -14,6 +14,10 @@ Works for any SequenceModel whose readout is an ``nn.Linear`` (or an
    scikit-learn's RidgeCV) or on the validation split: highest accuracy, ties broken
    by the lower squared error. Ensemble members share one λ, chosen for their
    averaged output.
+4. Calibrate: the same held-out outputs (leave-one-out or validation) of the chosen λ
+   fit a temperature T (the NLL of softmax(outputs / T), minimised over log T); the
+   readout is divided by T, so logits, ``predict_proba``, ``test_loss`` and streaming
+   scores are calibrated probabilities while predictions stay the same.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ from .checkpoint import Checkpoints
 DEVICE_HARVEST_SHARE = 0.5
 # λ grid, as multiples of the mean eigenvalue of XcᵀXc (so it follows the scale of the features).
 RELATIVE_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-8.0, 1.01, 0.5))
+# Held-out rows kept for fitting the temperature (a strided subset beyond that: one scalar needs few).
+CALIBRATION_ROWS = 20_000
+LOG_TEMPERATURE_BOUNDS = (-12.0, 7.0)  # T in [6e-6, 1100]: ridge outputs live on a one-hot scale
 SELECTIONS = ("auto", "loo", "val")
 
 
@@ -138,6 +145,12 @@ class _Block:
         leverage = (1.0 - hat.T).clamp(min=1e-12)[:, :, None]  # [G, m, 1]
         return y - (y - fitted) / leverage
 
+    def scale_output(self, factor: float) -> None:
+        """Multiply the written readout's outputs by ``factor`` (a temperature folded into the weights)."""
+        with torch.no_grad():
+            self.linear.weight.mul_(factor)
+            self.linear.bias.mul_(factor)
+
     def write(self, w: torch.Tensor) -> None:
         with torch.no_grad():
             self.linear.weight.copy_(w.T.to(self.linear.weight.dtype))
@@ -181,11 +194,13 @@ class RidgeLearner:
     leave-one-out). ``batch_size``: sequences per harvest batch (default
     train.eval_batch_size; on CUDA, for reservoirs, as many as fit in half the free device
     memory). ``cache_mb``: features kept in memory for the selection pass; beyond it they
-    are recomputed.
+    are recomputed. ``calibrate``: fit a temperature on the held-out outputs that chose λ
+    (with a fixed ``alpha`` nothing is held out: T stays 1).
     """
 
     def __init__(self, alpha: float | None = None, alphas: list[float] | None = None,
-                 select: str = "auto", batch_size: int | None = None, cache_mb: float = 1024) -> None:
+                 select: str = "auto", batch_size: int | None = None, cache_mb: float = 1024,
+                 calibrate: bool = True) -> None:
         if select not in SELECTIONS:
             from ..errors import unknown
 
@@ -195,7 +210,7 @@ class RidgeLearner:
         if alphas is not None and (not alphas or min(alphas) <= 0):
             raise EchoesError(f"learner.alphas must be a non-empty list of positive numbers, got {alphas}")
         self.alpha, self.alphas, self.select = alpha, alphas, select
-        self.batch_size, self.cache_mb = batch_size, cache_mb
+        self.batch_size, self.cache_mb, self.calibrate = batch_size, cache_mb, calibrate
 
     def _batches(self, model: SequenceModel, seqs: Sequences, batch_size: int,
                  device: torch.device, what: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -245,11 +260,19 @@ class RidgeLearner:
             if select == "loo":
                 source = cache if cache is not None else self._batches(
                     model, data.train, bs, device, "leave-one-out")
+                held_out = n
             else:
                 source = self._batches(model, data.val, bs, device, "validation")
-            alpha, accuracy = self._choose(blocks, source, loo=select == "loo")
+                held_out = len(data.val.valid_labels())
+            alpha, accuracy, outputs, labels = self._choose(blocks, source, loo=select == "loo",
+                                                            total=held_out)
             extra["ridge_select"] = select
             metrics[f"{select}_accuracy"] = accuracy
+            if self.calibrate and len(labels):
+                temperature = fit_temperature(outputs, labels)
+                for block in blocks:
+                    block.scale_output(1.0 / temperature)
+                extra["ridge_temperature"] = metrics["ridge_temperature"] = temperature
         extra["ridge_alpha"] = alpha
         metrics.update(ridge_alpha=alpha, harvest_seconds=harvest_seconds,
                        solve_seconds=time.perf_counter() - t0 - harvest_seconds, train_rows=float(n),
@@ -289,8 +312,9 @@ class RidgeLearner:
         return cache
 
     def _choose(self, blocks: list[_Block], source: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                loo: bool) -> tuple[float, float]:
-        """(λ, its accuracy): fit every block for the whole grid, score the averaged output on
+                loo: bool, total: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+        """(λ, its accuracy, its held-out outputs [m, C] and labels [m] of at most CALIBRATION_ROWS of
+        the ``total`` rows): fit every block for the whole grid, score the averaged output on
         ``source`` (leave-one-out on the training rows, or plain predictions), write the best."""
         device = blocks[0].device
         scale = float(np.mean([b.scale for b in blocks])) or 1.0
@@ -300,6 +324,8 @@ class RidgeLearner:
             block.decompose()
         correct = torch.zeros(len(grid), dtype=torch.float64, device=device)
         sse = torch.zeros_like(correct)
+        stride = max(1, -(-total // CALIBRATION_ROWS))
+        kept: list[tuple[torch.Tensor, torch.Tensor]] = []
         offset = 0
         for feats, y in source:
             onehot = self._onehot(y, blocks)
@@ -309,7 +335,25 @@ class RidgeLearner:
                                  for b in blocks]).mean(0)  # [G, m, C]: the averaged readout
             correct += (preds.argmax(-1) == y).sum(1)
             sse += ((preds - onehot) ** 2).sum((1, 2))
+            keep = (idx % stride == 0).nonzero().squeeze(1)
+            kept.append((preds[:, keep].float().cpu(), y[keep].cpu()))
         best = max(range(len(grid)), key=lambda g: (float(correct[g]), -float(sse[g])))
         for block in blocks:
             block.write(block.coef(grid[best]))
-        return grid[best], float(correct[best]) / max(offset, 1)
+        outputs = torch.cat([p[best] for p, _ in kept]) if kept else torch.zeros(0, 0)
+        labels = torch.cat([y for _, y in kept]) if kept else torch.zeros(0, dtype=torch.long)
+        return grid[best], float(correct[best]) / max(offset, 1), outputs, labels
+
+
+def fit_temperature(outputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """The T > 0 minimising the mean NLL of softmax(outputs / T) at ``labels`` (convex in 1/T, so a
+    bounded scalar search on log T finds it)."""
+    from scipy.optimize import minimize_scalar
+
+    z, y = outputs.double(), labels.long()
+
+    def nll(log_t: float) -> float:
+        return float(nn.functional.cross_entropy(z / float(np.exp(log_t)), y))
+
+    found = minimize_scalar(nll, bounds=LOG_TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(found.x))
