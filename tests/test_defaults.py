@@ -45,3 +45,32 @@ def test_ridge_scores_are_calibrated():
         assert acc0 == acc1  # dividing by T keeps every prediction
         assert ece1 < ece0 / 2 and ece1 < 0.05
         assert loss1 < loss0 and loss1 < np.log(c)
+
+
+def test_no_validation_split_for_leave_one_out(tmp_path):
+    """data.val_fraction=0: ridge trains on every training series, val metrics are None; an iterative
+    learner is refused before anything runs."""
+    import pytest
+
+    from echoes import train
+    from echoes.config import ExperimentConfig
+    from echoes.errors import EchoesError
+    from echoes.run import check_experiment, load_data
+
+    base = dict(model="esn", data="synthetic:motion", tracking=False, **{"model.units": 40, "data.n_train": 60,
+                                                                          "data.n_test": 30})
+    cfg = ExperimentConfig(**{"model": {"name": "esn", "units": 40},
+                              "data": {"source": "synthetic:motion", "val_fraction": 0, "n_train": 60, "n_test": 30}})
+    ds = load_data(cfg)
+    assert len(ds.train) == 60 and len(ds.val) == 0
+    result = train(None, **base, **{"data.val_fraction": 0, "tracking.results_dir": str(tmp_path)})
+    assert result["val_accuracy"] is None and result["overfit_gap"] is None
+    assert result["train_accuracy"] > 0.5 and result["ridge_select"] == "loo"
+    assert result.metrics["ridge_temperature"] > 0
+    for learner in ("gradient", "eprop"):
+        bad = cfg.model_copy(update={"learner": cfg.learner.model_copy(update={"name": learner})})
+        with pytest.raises(EchoesError, match="val_fraction > 0"):
+            check_experiment(bad)
+    with pytest.raises(EchoesError, match="val_fraction > 0"):
+        check_experiment(ExperimentConfig(**{"data": {"val_fraction": 0},
+                                             "learner": {"name": "ridge", "select": "val"}}))

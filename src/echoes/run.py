@@ -23,6 +23,7 @@ import torch
 
 from .config import ExperimentConfig
 from .data import Dataset, load_dataset
+from .errors import EchoesError
 from .learners import Checkpoints, EpochCallback, FitResult, Learner, create_learner
 from .metrics import PeakMemory, Predictions, convergence_epoch, predict
 from .model import Model, build_model
@@ -137,7 +138,13 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     MODELS.check(cfg.model.name, cfg.model.options())
     kind, _ = parse_source(cfg.data.source)
     SOURCES.check(kind, cfg.data.options())
-    LEARNERS.check(cfg.learner.name or default_learner(cfg.model.name), cfg.learner.options())
+    learner = cfg.learner.name or default_learner(cfg.model.name)
+    options = LEARNERS.check(learner, cfg.learner.options())
+    # iterative learners stop early on the validation split; ridge needs it only to select λ on it
+    if cfg.data.val_fraction == 0 and (getattr(LEARNERS.get(learner), "iterative", True)
+                                       or getattr(options, "select", None) == "val"):
+        raise EchoesError(f"data.val_fraction=0 leaves no validation split, which learner '{learner}' needs "
+                          f"— set data.val_fraction > 0 (e.g. 0.2), or use learner=ridge with leave-one-out")
 
 
 def run_key(cfg: ExperimentConfig, label: str, experiment: str | None = None) -> str:
@@ -171,17 +178,17 @@ def test_metrics(test: Predictions, num_classes: int, framewise: bool) -> dict[s
     return {str(k): v for k, v in m.items()}
 
 
-def _metrics(fit: FitResult, test: Predictions, val: Predictions, tr: Predictions, ds: Dataset,
+def _metrics(fit: FitResult, test: Predictions, val: Predictions | None, tr: Predictions, ds: Dataset,
              train_seconds: float, memory_mb: float, model: SequenceModel) -> dict[str, Any]:
     trainable, total = model.parameter_counts()
     epochs = max(len(fit.history), 1)
     val_curve = [h[Metric.VAL_ACCURACY] for h in fit.history if Metric.VAL_ACCURACY in h]
     m: dict[str, Any] = {
         **test_metrics(test, ds.num_classes, ds.framewise),
-        Metric.VAL_ACCURACY: val.accuracy,
-        Metric.VAL_LOSS: val.loss(),
+        Metric.VAL_ACCURACY: val.accuracy if val else None,  # None: data.val_fraction=0
+        Metric.VAL_LOSS: val.loss() if val else None,
         Metric.TRAIN_ACCURACY: tr.accuracy,
-        Metric.OVERFIT_GAP: tr.accuracy - val.accuracy,
+        Metric.OVERFIT_GAP: tr.accuracy - val.accuracy if val else None,
         Metric.TRAIN_SECONDS: train_seconds,
         Metric.TRAIN_SECONDS_PER_EPOCH: train_seconds / epochs,
         Metric.EPOCHS: len(fit.history),
@@ -283,7 +290,7 @@ def run_experiment(
         fit, fit_seconds, memory_mb = _fit(learner, module, ds, cfg, device, epoch_done, ckpt)
         batch = cfg.train.eval_batch_size
         test = predict(module, ds.test, batch, device)
-        val = predict(module, ds.val, batch, device)
+        val = predict(module, ds.val, batch, device) if len(ds.val) else None
         tr = predict(module, ds.train, batch, device)
         metrics = _metrics(fit, test, val, tr, ds, build_seconds + fit_seconds, memory_mb, module)
         metrics[Metric.BUILD_SECONDS] = build_seconds

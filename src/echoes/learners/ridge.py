@@ -198,6 +198,8 @@ class RidgeLearner:
     (with a fixed ``alpha`` nothing is held out: T stays 1).
     """
 
+    iterative = False  # one pass, no early stopping: needs no validation split with leave-one-out
+
     def __init__(self, alpha: float | None = None, alphas: list[float] | None = None,
                  select: str = "auto", batch_size: int | None = None, cache_mb: float = 1024,
                  calibrate: bool = True) -> None:
@@ -257,6 +259,9 @@ class RidgeLearner:
                 block.write(block.solve(alpha))
         else:
             select = self.select if self.select != "auto" else ("val" if data.framewise else "loo")
+            if select == "val" and not len(data.val):
+                raise EchoesError("ridge selects λ on the validation split here (framewise labels or "
+                                  "learner.select=val) and it is empty — set data.val_fraction > 0")
             if select == "loo":
                 source = cache if cache is not None else self._batches(
                     model, data.train, bs, device, "leave-one-out")
