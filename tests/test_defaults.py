@@ -74,3 +74,17 @@ def test_no_validation_split_for_leave_one_out(tmp_path):
     with pytest.raises(EchoesError, match="val_fraction > 0"):
         check_experiment(ExperimentConfig(**{"data": {"val_fraction": 0},
                                              "learner": {"name": "ridge", "select": "val"}}))
+
+
+def test_ridge_run_builds_no_optimizer():
+    """The memory meter's warm-up of a one-pass learner builds no optimizer (which imports torch._dynamo);
+    an iterative learner's does. Fresh interpreters: the warm-up happens once per process."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom echoes import train\n"
+            "train(None, model='esn', learner='{}', tracking=False, **{{'model.units': 20, 'data.n_train': 30, "
+            "'data.n_test': 10, 'train.epochs': 1}})\nprint('torch._dynamo' in sys.modules)")
+    for learner, imported in (("ridge", "False"), ("gradient", "True")):
+        out = subprocess.run([sys.executable, "-c", code.format(learner)], capture_output=True, text=True, check=True)
+        assert out.stdout.strip().splitlines()[-1] == imported

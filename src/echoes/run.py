@@ -227,7 +227,7 @@ def _fit(learner: Learner, module: SequenceModel, ds: Dataset, cfg: ExperimentCo
          on_epoch: EpochCallback, ckpt: Checkpoints | None) -> tuple[FitResult, float, float]:
     """Fit under the memory meter: (the learner's result, seconds spent fitting incl. before a resume, peak MB)."""
     seed_everything(cfg.seed)
-    with PeakMemory(device) as memory:
+    with PeakMemory(device, iterative=getattr(learner, "iterative", True)) as memory:  # see _warm_up
         t0 = time.perf_counter()
         try:
             fit = learner.fit(module, ds, cfg.train, device=device, seed=cfg.seed, on_epoch=on_epoch,
