@@ -230,6 +230,49 @@ class RidgeLearner:
             seed: int, on_epoch: EpochCallback | None = None,
             checkpoint: Checkpoints | None = None) -> FitResult:  # noqa: ARG002 — one pass: nothing to resume
         model.to(device).eval()
+        tunable = getattr(model, "tunable", None)
+        if tunable:
+            metrics, extra = self._tune(model, tunable, data, train, device)
+        else:
+            metrics, extra, _ = self._fit_readout(model, data, train, device)
+        if on_epoch is not None:
+            on_epoch(1, metrics)
+        return FitResult(history=[metrics], best_epoch=1, extra=extra)
+
+    def _tune(self, model: SequenceModel, tunable: dict[str, tuple[float, ...]], data: Dataset,
+              train: TrainConfig, device: torch.device) -> tuple[dict[str, float], dict[str, object]]:
+        """A model's ``auto`` settings, one at a time (coordinate search, in ``tunable``'s order, from the
+        best so far): each candidate harvested once and scored as λ is — accuracy of the best λ, ties by
+        squared error. The best candidate's reservoir (``model.retune``) and readout are kept."""
+        if self.alpha is not None:
+            raise EchoesError(f"model options {', '.join(tunable)} = auto are chosen by the scores that choose λ, "
+                              "which a fixed learner.alpha skips — leave learner.alpha unset or fix those options")
+        t0 = time.perf_counter()
+        scores: dict[tuple, tuple[float, float]] = {}
+        best: tuple | None = None  # (score, settings, readout state, metrics, extra)
+        for name, values in tunable.items():
+            centre = dict(best[1] if best else model.settings)
+            for value in values:
+                settings = {**centre, name: value}
+                key = tuple(sorted(settings.items()))
+                if key in scores:
+                    continue
+                model.retune(**settings)
+                metrics, extra, scores[key] = self._fit_readout(model, data, train, device)
+                if best is None or scores[key] > best[0]:
+                    readout = {k: v.clone() for k, v in model.readout.state_dict().items()}
+                    best = (scores[key], settings, readout, metrics, extra)
+        _, settings, readout, metrics, extra = best
+        model.retune(**settings)
+        model.readout.load_state_dict(readout)
+        chosen = {f"esn_{k}": float(v) for k, v in settings.items()}
+        metrics = {**metrics, **chosen, "tune_seconds": time.perf_counter() - t0, "tune_candidates": len(scores)}
+        return metrics, {**extra, **chosen, "tune_candidates": len(scores)}
+
+    def _fit_readout(self, model: SequenceModel, data: Dataset, train: TrainConfig, device: torch.device
+                     ) -> tuple[dict[str, float], dict[str, object], tuple[float, float]]:
+        """Harvest, solve, write the readout: (metrics, extra, score — the selection's (accuracy,
+        -squared error); (0, 0) with a fixed λ)."""
         blocks = [_Block(a, b, lin, device) for a, b, lin in readout_blocks(model.readout)]
         bs = self.batch_size or train.eval_batch_size
         t0 = time.perf_counter()
@@ -253,6 +296,7 @@ class RidgeLearner:
                 block.centre()
         extra: dict[str, float | str | bool] = {"ridge_dual": all(b.dual for b in blocks)}
         metrics: dict[str, float] = {}
+        score = (0.0, 0.0)
         if self.alpha is not None:
             alpha = float(self.alpha)
             for block in blocks:
@@ -269,10 +313,9 @@ class RidgeLearner:
             else:
                 source = self._batches(model, data.val, bs, device, "validation")
                 held_out = len(data.val.valid_labels())
-            alpha, accuracy, outputs, labels = self._choose(blocks, source, loo=select == "loo",
-                                                            total=held_out)
+            alpha, score, outputs, labels = self._choose(blocks, source, loo=select == "loo", total=held_out)
             extra["ridge_select"] = select
-            metrics[f"{select}_accuracy"] = accuracy
+            metrics[f"{select}_accuracy"] = score[0]
             if self.calibrate and len(labels):
                 temperature = fit_temperature(outputs, labels)
                 for block in blocks:
@@ -282,9 +325,7 @@ class RidgeLearner:
         metrics.update(ridge_alpha=alpha, harvest_seconds=harvest_seconds,
                        solve_seconds=time.perf_counter() - t0 - harvest_seconds, train_rows=float(n),
                        features=float(sum(b.stop - b.start for b in blocks)))
-        if on_epoch is not None:
-            on_epoch(1, metrics)
-        return FitResult(history=[metrics], best_epoch=1, extra=extra)
+        return metrics, extra, score
 
     @staticmethod
     def _onehot(y: torch.Tensor, blocks: list[_Block]) -> torch.Tensor:
@@ -317,8 +358,8 @@ class RidgeLearner:
         return cache
 
     def _choose(self, blocks: list[_Block], source: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                loo: bool, total: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
-        """(λ, its accuracy, its held-out outputs [m, C] and labels [m] of at most CALIBRATION_ROWS of
+                loo: bool, total: int) -> tuple[float, tuple[float, float], torch.Tensor, torch.Tensor]:
+        """(λ, its (accuracy, -squared error), its held-out outputs [m, C] and labels [m] of at most CALIBRATION_ROWS of
         the ``total`` rows): fit every block for the whole grid, score the averaged output on
         ``source`` (leave-one-out on the training rows, or plain predictions), write the best."""
         device = blocks[0].device
@@ -347,7 +388,7 @@ class RidgeLearner:
             block.write(block.coef(grid[best]))
         outputs = torch.cat([p[best] for p, _ in kept]) if kept else torch.zeros(0, 0)
         labels = torch.cat([y for _, y in kept]) if kept else torch.zeros(0, dtype=torch.long)
-        return grid[best], float(correct[best]) / max(offset, 1), outputs, labels
+        return grid[best], (float(correct[best]) / max(offset, 1), -float(sse[best])), outputs, labels
 
 
 def fit_temperature(outputs: torch.Tensor, labels: torch.Tensor) -> float:
