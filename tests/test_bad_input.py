@@ -266,7 +266,7 @@ CASES = [
     ("cli-units-fraction", T(*ESN, "model.units=10.5"), "model.units must be an integer >= 1, got 10.5"),
     ("cli-hidden-text", T("model=lstm", "model.hidden_size=abc"), "model.hidden_size must be an integer >= 1"),
     ("cli-hidden-negative", T("model=lstm", "model.hidden_size=-4"), "model.hidden_size must be .* got -4"),
-    ("cli-radius-text", T(*ESN, "model.spectral_radius=abc"), "model.spectral_radius must be a number > 0"),
+    ("cli-radius-text", T(*ESN, "model.spectral_radius=abc"), "spectral_radius must be a number or one of auto"),
     ("cli-alpha-text", T(*ESN, "learner.alpha=abc"), "learner.alpha must be a number or null, got 'abc'"),
     # --- config files ---------------------------------------------------------------------
     ("config-missing", T("--config", "nope.yaml"), "config file 'nope.yaml' not found — check the path"),

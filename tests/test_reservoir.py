@@ -191,3 +191,85 @@ def test_import_sets_a_short_openmp_spin_unless_told_otherwise():
     assert spin() == "10000"
     assert spin(GOMP_SPINCOUNT="500") == "500"
     assert spin(OMP_WAIT_POLICY="ACTIVE") == "None"
+
+
+def _motion_like(n=40, t=12, f=3, seed=0):
+    """Two classes: the sign of a slow drift in the first feature, under noise."""
+    from echoes.data import Dataset, Sequences
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.standard_normal((n, t, f)).astype(np.float32)
+    x[:, :, 0] += (2 * y[:, None] - 1) * np.linspace(0, 0.8, t)[None, :]
+    seqs = Sequences(x, np.full(n, t), y)
+    return Dataset("drift", seqs, seqs, seqs, ["a", "b"])
+
+
+def test_retune_equals_a_fresh_build():
+    """`auto` options are tuned by rescaling one draw in place: the same reservoir as building with the values."""
+    x, lengths = batch()
+    tuned = esn(leak_rate="auto", spectral_radius="auto", input_scaling="auto", seed=3)
+    base = 1 / np.sqrt(3)
+    assert tuned.tunable["leak_rate"] == (0.05, 0.2, 0.5, 1.0)
+    np.testing.assert_allclose(tuned.tunable["input_scaling"], [0.5 * base, base, 2 * base])
+    tuned.retune(leak_rate=0.5, spectral_radius=1.2, input_scaling=2 * base)
+    fresh = esn(leak_rate=0.5, spectral_radius=1.2, input_scaling=2 * base, seed=3)
+    assert not fresh.tunable
+    for a, b in zip(tuned.members[0][0].buffers(), fresh.members[0][0].buffers(), strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(tuned.features(x, lengths), fresh.features(x, lengths))
+
+
+def test_ridge_tunes_auto_options_by_leave_one_out(tmp_path):
+    """The chosen leak rate is the one with the best leave-one-out accuracy, its readout is the one a fixed
+    build gets, and a saved model keeps it (the leak rate travels in the state dict)."""
+    from echoes.config import ExperimentConfig, TrainConfig
+    from echoes.learners import create_learner
+    from echoes.model import Model
+
+    ds = _motion_like()
+    ridge = create_learner("ridge", select="loo")
+    scores = {}
+    for leak in (0.05, 0.2, 0.5, 1.0):
+        model = esn(leak_rate=leak, seed=1)
+        scores[leak] = (ridge.fit(model, ds, TrainConfig(), device=torch.device("cpu"), seed=0)
+                        .history[0]["loo_accuracy"], model)
+    assert len({s for s, _ in scores.values()}) > 1  # the leak rate matters here
+    model = esn(leak_rate="auto", seed=1)
+    result = ridge.fit(model, ds, TrainConfig(), device=torch.device("cpu"), seed=0)
+    chosen = result.extra["esn_leak_rate"]
+    assert result.extra["tune_candidates"] == 4
+    assert scores[chosen][0] == max(s for s, _ in scores.values())
+    assert model.members[0][0].leak_rate == chosen
+    torch.testing.assert_close(model.readout.weight, scores[chosen][1].readout.weight)
+
+    cfg = ExperimentConfig(**{"model": {"name": "esn", **SMALL, "leak_rate": "auto", "seed": 1}})
+    folder = Model(model, cfg, ["a", "b"]).save(tmp_path / "m")
+    loaded = Model.load(folder).module
+    assert loaded.members[0][0].leak_rate == chosen
+    x, lengths = batch()
+    torch.testing.assert_close(loaded(x, lengths), model(x, lengths))
+    state = loaded.init_state(len(x))  # streaming runs the chosen reservoir too
+    for t in range(int(lengths.max())):
+        logits, state = loaded.step(x[:, t], state)
+    full = lengths == lengths.max()
+    torch.testing.assert_close(logits[full], model(x, lengths)[full], atol=1e-5, rtol=1e-5)
+
+
+def test_state_dicts_saved_before_tuning_still_load():
+    old = esn(leak_rate=0.3, seed=2)
+    state = {k: v for k, v in old.state_dict().items() if not k.endswith("_extra_state")}
+    new = esn(leak_rate=0.3, seed=2)
+    new.load_state_dict(state)
+    assert new.members[0][0].leak_rate == 0.3
+
+
+def test_auto_options_need_a_selection():
+    with pytest.raises(EchoesError, match="effective_radius=false"):
+        esn(leak_rate="auto", effective_radius=True)
+    from echoes.config import TrainConfig
+    from echoes.learners import create_learner
+
+    with pytest.raises(EchoesError, match="leave learner.alpha unset"):
+        create_learner("ridge", alpha=1.0).fit(esn(leak_rate="auto"), _motion_like(), TrainConfig(),
+                                               device=torch.device("cpu"), seed=0)

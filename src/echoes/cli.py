@@ -45,7 +45,8 @@ def cmd_train(args: argparse.Namespace) -> int | None:
           f"{m[Metric.TRAINABLE_PARAMS]:,} trainable / {m[Metric.TOTAL_PARAMS]:,} total parameters")
     print(f"test accuracy {m[Metric.TEST_ACCURACY]:.4f}"
           + (f"  top-5 {m[Metric.TEST_TOP5]:.4f}" if m.get(Metric.TEST_TOP5) is not None else "")
-          + f"  |  val {m[Metric.VAL_ACCURACY]:.4f}  train {m[Metric.TRAIN_ACCURACY]:.4f}")
+          + (f"  |  val {m[Metric.VAL_ACCURACY]:.4f}" if m.get(Metric.VAL_ACCURACY) is not None else "")
+          + f"  train {m[Metric.TRAIN_ACCURACY]:.4f}")
     print(f"train {m[Metric.TRAIN_SECONDS]:.2f}s over {m[Metric.EPOCHS]} epoch(s)  |  "
           f"inference {m[Metric.INFERENCE_SECONDS_PER_SAMPLE] * 1e3:.3f} ms/sequence  |  "
           f"peak memory {m[Metric.PEAK_MEMORY_MB]:.0f} MB")

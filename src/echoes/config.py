@@ -56,7 +56,8 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     source: str = "synthetic:motion"
-    val_fraction: float = Field(0.2, gt=0, lt=1)
+    # 0: train on the whole training split (learners that select by leave-one-out only, e.g. ridge)
+    val_fraction: float = Field(0.2, ge=0, lt=1)
     standardize: bool = True
     seed: int = 0  # generation and split seed: the same for every model and run seed
     _short = _shorthand("source")

@@ -98,19 +98,24 @@ def _release_free_heap() -> None:
         pass
 
 
-_warmed = False
+_warmed: set[bool] = set()  # the kinds of warm-up done (iterative or not)
 
 
-def _warm_up() -> None:
-    """Pay torch's one-time start-up allocations (thread pools, autograd engine) before measuring,
-    so the first run of a process is not charged for them."""
-    global _warmed
-    if _warmed:
+def _warm_up(iterative: bool) -> None:
+    """Pay torch's one-time start-up allocations (thread pools; for iterative learners also the autograd
+    engine and an optimizer) before measuring, so the first run of a process is not charged for them.
+    A one-pass learner (ridge) warms up only a forward pass: building an optimizer lazily imports ~150 MB
+    of torch (torch._dynamo), seconds a ridge run would never spend."""
+    if iterative in _warmed:
         return
-    _warmed = True
+    _warmed.add(iterative)
     with torch.random.fork_rng(devices=[]):  # the run's random numbers stay untouched (seeded runs repeat)
         layer = torch.nn.GRU(4, 4, batch_first=True)
-        opt = torch.optim.AdamW(layer.parameters())  # the first optimizer lazily imports ~150 MB of torch
+        if not iterative:
+            with torch.no_grad():
+                layer(torch.randn(2, 3, 4))
+            return
+        opt = torch.optim.AdamW(layer.parameters())
         out, _ = layer(torch.randn(2, 3, 4))
         out.sum().backward()
         opt.step()
@@ -119,8 +124,8 @@ def _warm_up() -> None:
 class PeakMemory:
     """Peak memory growth during a block: CUDA max allocated, else sampled RSS growth."""
 
-    def __init__(self, device: torch.device, interval: float = 0.005) -> None:
-        self.device = device
+    def __init__(self, device: torch.device, interval: float = 0.005, iterative: bool = True) -> None:
+        self.device, self.iterative = device, iterative
         self.interval = interval
         self.peak_bytes = 0
 
@@ -129,7 +134,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device)
             return self
-        _warm_up()
+        _warm_up(self.iterative)
         _release_free_heap()
         self._start = _rss_bytes()
         self._peak = self._start

@@ -140,10 +140,15 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     kind, _ = parse_source(cfg.data.source)
     SOURCES.check(kind, cfg.data.options())
     learner = cfg.learner.name or default_learner(cfg.model.name)
-    LEARNERS.check(learner, cfg.learner.options())
+    options = LEARNERS.check(learner, cfg.learner.options())
     parallel = cfg.train.nproc > 1 or distributed.launched()
     if parallel and not getattr(LEARNERS.get(learner), "data_parallel", True):
         raise EchoesError(f"learner={learner} does not support train.nproc > 1 (data-parallel) — run it in one process")
+    # iterative learners stop early on the validation split; ridge needs it only to select λ on it
+    if cfg.data.val_fraction == 0 and (getattr(LEARNERS.get(learner), "iterative", True)
+                                       or getattr(options, "select", None) == "val"):
+        raise EchoesError(f"data.val_fraction=0 leaves no validation split, which learner '{learner}' needs "
+                          f"— set data.val_fraction > 0 (e.g. 0.2), or use learner=ridge with leave-one-out")
 
 
 def run_key(cfg: ExperimentConfig, label: str, experiment: str | None = None) -> str:
@@ -177,17 +182,17 @@ def test_metrics(test: Predictions, num_classes: int, framewise: bool) -> dict[s
     return {str(k): v for k, v in m.items()}
 
 
-def _metrics(fit: FitResult, test: Predictions, val: Predictions, tr: Predictions, ds: Dataset,
+def _metrics(fit: FitResult, test: Predictions, val: Predictions | None, tr: Predictions, ds: Dataset,
              train_seconds: float, memory_mb: float, model: SequenceModel) -> dict[str, Any]:
     trainable, total = model.parameter_counts()
     epochs = max(len(fit.history), 1)
     val_curve = [h[Metric.VAL_ACCURACY] for h in fit.history if Metric.VAL_ACCURACY in h]
     m: dict[str, Any] = {
         **test_metrics(test, ds.num_classes, ds.framewise),
-        Metric.VAL_ACCURACY: val.accuracy,
-        Metric.VAL_LOSS: val.loss(),
+        Metric.VAL_ACCURACY: val.accuracy if val else None,  # None: data.val_fraction=0
+        Metric.VAL_LOSS: val.loss() if val else None,
         Metric.TRAIN_ACCURACY: tr.accuracy,
-        Metric.OVERFIT_GAP: tr.accuracy - val.accuracy,
+        Metric.OVERFIT_GAP: tr.accuracy - val.accuracy if val else None,
         Metric.TRAIN_SECONDS: train_seconds,
         Metric.TRAIN_SECONDS_PER_EPOCH: train_seconds / epochs,
         Metric.EPOCHS: len(fit.history),
@@ -226,7 +231,7 @@ def _fit(learner: Learner, module: SequenceModel, ds: Dataset, cfg: ExperimentCo
          on_epoch: EpochCallback, ckpt: Checkpoints | None) -> tuple[FitResult, float, float]:
     """Fit under the memory meter: (the learner's result, seconds spent fitting incl. before a resume, peak MB)."""
     seed_everything(cfg.seed)
-    with PeakMemory(device) as memory:
+    with PeakMemory(device, iterative=getattr(learner, "iterative", True)) as memory:  # see _warm_up
         t0 = time.perf_counter()
         try:
             fit = learner.fit(module, ds, cfg.train, device=device, seed=cfg.seed, on_epoch=on_epoch,
@@ -295,7 +300,7 @@ def run_experiment(
         fit, fit_seconds, memory_mb = _fit(learner, module, ds, cfg, device, epoch_done, ckpt)
         batch = cfg.train.eval_batch_size
         test = predict(module, ds.test, batch, device)
-        val = predict(module, ds.val, batch, device)
+        val = predict(module, ds.val, batch, device) if len(ds.val) else None
         tr = predict(module, ds.train, batch, device)
         metrics = _metrics(fit, test, val, tr, ds, build_seconds + fit_seconds, memory_mb, module)
         metrics[Metric.BUILD_SECONDS] = build_seconds

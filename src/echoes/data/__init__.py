@@ -99,9 +99,10 @@ def load_dataset(
     check_labels(spec, raw)
     train, val = raw.train, raw.val
     if val is None:
-        if not 0 < val_fraction < 1:
-            raise EchoesError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
-        tr_idx, va_idx = stratified_split(train.y, val_fraction, seed, raw.train_groups)
+        if not 0 <= val_fraction < 1:
+            raise EchoesError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        tr_idx, va_idx = (stratified_split(train.y, val_fraction, seed, raw.train_groups) if val_fraction > 0
+                          else (np.arange(len(train)), np.arange(0)))  # 0: no validation split
         train, val = train.subset(tr_idx), train.subset(va_idx)
     ds = Dataset(spec, train, val, raw.test, list(raw.class_names), dict(raw.info))
     return standardize(ds) if standardize_features and raw.standardize else ds

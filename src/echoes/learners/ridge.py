@@ -14,6 +14,10 @@ Works for any SequenceModel whose readout is an ``nn.Linear`` (or an
    scikit-learn's RidgeCV) or on the validation split: highest accuracy, ties broken
    by the lower squared error. Ensemble members share one λ, chosen for their
    averaged output.
+4. Calibrate: the same held-out outputs (leave-one-out or validation) of the chosen λ
+   fit a temperature T (the NLL of softmax(outputs / T), minimised over log T); the
+   readout is divided by T, so logits, ``predict_proba``, ``test_loss`` and streaming
+   scores are calibrated probabilities while predictions stay the same.
 
 Under torchrun (``train.nproc``) each rank harvests its shard of the training rows and the sums
 of step 1 are all-reduced, so every rank solves the same system as one process would. The
@@ -48,6 +52,9 @@ from .checkpoint import Checkpoints
 DEVICE_HARVEST_SHARE = 0.5
 # λ grid, as multiples of the mean eigenvalue of XcᵀXc (so it follows the scale of the features).
 RELATIVE_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(-8.0, 1.01, 0.5))
+# Held-out rows kept for fitting the temperature (a strided subset beyond that: one scalar needs few).
+CALIBRATION_ROWS = 20_000
+LOG_TEMPERATURE_BOUNDS = (-12.0, 7.0)  # T in [6e-6, 1100]: ridge outputs live on a one-hot scale
 SELECTIONS = ("auto", "loo", "val")
 
 
@@ -154,6 +161,12 @@ class _Block:
         leverage = (1.0 - hat.T).clamp(min=1e-12)[:, :, None]  # [G, m, 1]
         return y - (y - fitted) / leverage
 
+    def scale_output(self, factor: float) -> None:
+        """Multiply the written readout's outputs by ``factor`` (a temperature folded into the weights)."""
+        with torch.no_grad():
+            self.linear.weight.mul_(factor)
+            self.linear.bias.mul_(factor)
+
     def write(self, w: torch.Tensor) -> None:
         with torch.no_grad():
             self.linear.weight.copy_(w.T.to(self.linear.weight.dtype))
@@ -197,11 +210,15 @@ class RidgeLearner:
     leave-one-out). ``batch_size``: sequences per harvest batch (default
     train.eval_batch_size; on CUDA, for reservoirs, as many as fit in half the free device
     memory). ``cache_mb``: features kept in memory for the selection pass; beyond it they
-    are recomputed.
+    are recomputed. ``calibrate``: fit a temperature on the held-out outputs that chose λ
+    (with a fixed ``alpha`` nothing is held out: T stays 1).
     """
 
+    iterative = False  # one pass, no early stopping: needs no validation split with leave-one-out
+
     def __init__(self, alpha: float | None = None, alphas: list[float] | None = None,
-                 select: str = "auto", batch_size: int | None = None, cache_mb: float = 1024) -> None:
+                 select: str = "auto", batch_size: int | None = None, cache_mb: float = 1024,
+                 calibrate: bool = True) -> None:
         if select not in SELECTIONS:
             from ..errors import unknown
 
@@ -211,7 +228,7 @@ class RidgeLearner:
         if alphas is not None and (not alphas or min(alphas) <= 0):
             raise EchoesError(f"learner.alphas must be a non-empty list of positive numbers, got {alphas}")
         self.alpha, self.alphas, self.select = alpha, alphas, select
-        self.batch_size, self.cache_mb = batch_size, cache_mb
+        self.batch_size, self.cache_mb, self.calibrate = batch_size, cache_mb, calibrate
 
     def _batches(self, model: SequenceModel, seqs: Sequences, batch_size: int,
                  device: torch.device, what: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -229,6 +246,49 @@ class RidgeLearner:
             seed: int, on_epoch: EpochCallback | None = None,
             checkpoint: Checkpoints | None = None) -> FitResult:  # noqa: ARG002 — one pass: nothing to resume
         model.to(device).eval()
+        tunable = getattr(model, "tunable", None)
+        if tunable:
+            metrics, extra = self._tune(model, tunable, data, train, device)
+        else:
+            metrics, extra, _ = self._fit_readout(model, data, train, device)
+        if on_epoch is not None:
+            on_epoch(1, metrics)
+        return FitResult(history=[metrics], best_epoch=1, extra=extra)
+
+    def _tune(self, model: SequenceModel, tunable: dict[str, tuple[float, ...]], data: Dataset,
+              train: TrainConfig, device: torch.device) -> tuple[dict[str, float], dict[str, object]]:
+        """A model's ``auto`` settings, one at a time (coordinate search, in ``tunable``'s order, from the
+        best so far): each candidate harvested once and scored as λ is — accuracy of the best λ, ties by
+        squared error. The best candidate's reservoir (``model.retune``) and readout are kept."""
+        if self.alpha is not None:
+            raise EchoesError(f"model options {', '.join(tunable)} = auto are chosen by the scores that choose λ, "
+                              "which a fixed learner.alpha skips — leave learner.alpha unset or fix those options")
+        t0 = time.perf_counter()
+        scores: dict[tuple, tuple[float, float]] = {}
+        best: tuple | None = None  # (score, settings, readout state, metrics, extra)
+        for name, values in tunable.items():
+            centre = dict(best[1] if best else model.settings)
+            for value in values:
+                settings = {**centre, name: value}
+                key = tuple(sorted(settings.items()))
+                if key in scores:
+                    continue
+                model.retune(**settings)
+                metrics, extra, scores[key] = self._fit_readout(model, data, train, device)
+                if best is None or scores[key] > best[0]:
+                    readout = {k: v.clone() for k, v in model.readout.state_dict().items()}
+                    best = (scores[key], settings, readout, metrics, extra)
+        _, settings, readout, metrics, extra = best
+        model.retune(**settings)
+        model.readout.load_state_dict(readout)
+        chosen = {f"esn_{k}": float(v) for k, v in settings.items()}
+        metrics = {**metrics, **chosen, "tune_seconds": time.perf_counter() - t0, "tune_candidates": len(scores)}
+        return metrics, {**extra, **chosen, "tune_candidates": len(scores)}
+
+    def _fit_readout(self, model: SequenceModel, data: Dataset, train: TrainConfig, device: torch.device
+                     ) -> tuple[dict[str, float], dict[str, object], tuple[float, float]]:
+        """Harvest, solve, write the readout: (metrics, extra, score — the selection's (accuracy,
+        -squared error); (0, 0) with a fixed λ)."""
         blocks = [_Block(a, b, lin, device) for a, b, lin in readout_blocks(model.readout)]
         bs = self.batch_size or train.eval_batch_size
         t0 = time.perf_counter()
@@ -263,27 +323,36 @@ class RidgeLearner:
                 block.centre()
         extra: dict[str, float | str | bool] = {"ridge_dual": all(b.dual for b in blocks)}
         metrics: dict[str, float] = {}
+        score = (0.0, 0.0)
         if self.alpha is not None:
             alpha = float(self.alpha)
             for block in blocks:
                 block.write(block.solve(alpha))
         else:
             select = self.select if self.select != "auto" else ("val" if data.framewise else "loo")
+            if select == "val" and not len(data.val):
+                raise EchoesError("ridge selects λ on the validation split here (framewise labels or "
+                                  "learner.select=val) and it is empty — set data.val_fraction > 0")
             if select == "loo":
                 source = cache if cache is not None else self._batches(
                     model, data.train, bs, device, "leave-one-out")
+                held_out = n
             else:
                 source = self._batches(model, data.val, bs, device, "validation")
-            alpha, accuracy = self._choose(blocks, source, loo=select == "loo")
+                held_out = len(data.val.valid_labels())
+            alpha, score, outputs, labels = self._choose(blocks, source, loo=select == "loo", total=held_out)
             extra["ridge_select"] = select
-            metrics[f"{select}_accuracy"] = accuracy
+            metrics[f"{select}_accuracy"] = score[0]
+            if self.calibrate and len(labels):
+                temperature = fit_temperature(outputs, labels)
+                for block in blocks:
+                    block.scale_output(1.0 / temperature)
+                extra["ridge_temperature"] = metrics["ridge_temperature"] = temperature
         extra["ridge_alpha"] = alpha
         metrics.update(ridge_alpha=alpha, harvest_seconds=harvest_seconds,
                        solve_seconds=time.perf_counter() - t0 - harvest_seconds, train_rows=float(n),
                        features=float(sum(b.stop - b.start for b in blocks)))
-        if on_epoch is not None:
-            on_epoch(1, metrics)
-        return FitResult(history=[metrics], best_epoch=1, extra=extra)
+        return metrics, extra, score
 
     @staticmethod
     def _onehot(y: torch.Tensor, blocks: list[_Block]) -> torch.Tensor:
@@ -312,8 +381,9 @@ class RidgeLearner:
         return cache
 
     def _choose(self, blocks: list[_Block], source: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                loo: bool) -> tuple[float, float]:
-        """(λ, its accuracy): fit every block for the whole grid, score the averaged output on
+                loo: bool, total: int) -> tuple[float, tuple[float, float], torch.Tensor, torch.Tensor]:
+        """(λ, its (accuracy, -squared error), its held-out outputs [m, C] and labels [m] of at most CALIBRATION_ROWS of
+        the ``total`` rows): fit every block for the whole grid, score the averaged output on
         ``source`` (leave-one-out on the training rows, or plain predictions), write the best."""
         device = blocks[0].device
         scale = float(np.mean([b.scale for b in blocks])) or 1.0
@@ -323,6 +393,8 @@ class RidgeLearner:
             block.decompose()
         correct = torch.zeros(len(grid), dtype=torch.float64, device=device)
         sse = torch.zeros_like(correct)
+        stride = max(1, -(-total // CALIBRATION_ROWS))
+        kept: list[tuple[torch.Tensor, torch.Tensor]] = []
         offset = 0
         for feats, y in source:
             onehot = self._onehot(y, blocks)
@@ -332,7 +404,25 @@ class RidgeLearner:
                                  for b in blocks]).mean(0)  # [G, m, C]: the averaged readout
             correct += (preds.argmax(-1) == y).sum(1)
             sse += ((preds - onehot) ** 2).sum((1, 2))
+            keep = (idx % stride == 0).nonzero().squeeze(1)
+            kept.append((preds[:, keep].float().cpu(), y[keep].cpu()))
         best = max(range(len(grid)), key=lambda g: (float(correct[g]), -float(sse[g])))
         for block in blocks:
             block.write(block.coef(grid[best]))
-        return grid[best], float(correct[best]) / max(offset, 1)
+        outputs = torch.cat([p[best] for p, _ in kept]) if kept else torch.zeros(0, 0)
+        labels = torch.cat([y for _, y in kept]) if kept else torch.zeros(0, dtype=torch.long)
+        return grid[best], (float(correct[best]) / max(offset, 1), -float(sse[best])), outputs, labels
+
+
+def fit_temperature(outputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """The T > 0 minimising the mean NLL of softmax(outputs / T) at ``labels`` (convex in 1/T, so a
+    bounded scalar search on log T finds it)."""
+    from scipy.optimize import minimize_scalar
+
+    z, y = outputs.double(), labels.long()
+
+    def nll(log_t: float) -> float:
+        return float(nn.functional.cross_entropy(z / float(np.exp(log_t)), y))
+
+    found = minimize_scalar(nll, bounds=LOG_TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(found.x))

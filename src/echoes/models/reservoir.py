@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveFloat
 from torch import nn
 
 from ..errors import EchoesError, unknown
@@ -50,6 +50,10 @@ TIME_CHUNK = 64  # steps whose input projection is computed in one product
 # On CUDA a chunk of steps is captured as a CUDA graph up to this many state values (units × batch):
 # there a step is a few microseconds of work, less than launching its kernels from Python.
 GRAPH_MAX_ELEMENTS = 1 << 19
+# `auto` options: the values the ridge learner tries (input_scaling: factors of the default 1/√inputs),
+# and what `auto` builds before tuning (or when another learner trains the model).
+AUTO_GRID = {"leak_rate": (0.05, 0.2, 0.5, 1.0), "spectral_radius": (0.5, 0.9, 1.2), "input_scaling": (0.5, 1.0, 2.0)}
+UNTUNED = {"leak_rate": 0.1, "spectral_radius": 0.9}
 
 
 # --- initialisation ----------------------------------------------------------------
@@ -198,6 +202,17 @@ class ReservoirLayer(nn.Module):
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 — .to()/.cuda() move W: graphs would read the old one
         self._graphs.clear()
         return super()._apply(fn, recurse)
+
+    # The leak rate travels in the state dict, so a saved model keeps a tuned one (``auto``).
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor([self.leak_rate], dtype=torch.float64)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.leak_rate = float(state[0])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):  # noqa: ANN001, ANN002, ANN202
+        state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())  # saved before: the config's
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def __getstate__(self) -> dict:  # copies and pickles carry no CUDA graphs
         return {**super().__getstate__(), "_graphs": {}, "_seen": set()}
@@ -401,6 +416,24 @@ class EchoStateNetwork(SequenceModel):
                           + (input_size if concat_input else 0)) for layers in members]
         self.readout = nn.Linear(sizes[0], num_classes) if len(sizes) == 1 else AveragedReadout(
             sizes, num_classes)
+        self.settings: dict[str, float] = {}  # leak_rate, spectral_radius, input_scaling as built
+        self.tunable: dict[str, tuple[float, ...]] = {}  # the `auto` ones: values the ridge learner tries
+
+    def retune(self, **settings: float) -> None:
+        """Move every reservoir to other settings in place: W and the first layers' W_in rescaled
+        (the same draw), leak rates set."""
+        for name, value in settings.items():
+            ratio = value / self.settings[name]
+            for layers in self.members:
+                for i, layer in enumerate(layers):
+                    if name == "leak_rate":
+                        layer.leak_rate = value
+                    elif name == "spectral_radius":
+                        layer.w.mul_(ratio)
+                        layer._csr = None  # same storage, new values
+                    elif i == 0:
+                        layer.w_in.mul_(ratio)
+            self.settings[name] = value
 
     def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> object:
         """(states h [N, B] per member and layer, their OnlinePools, the input's OnlinePool or None)."""
@@ -495,12 +528,15 @@ class ESNOptions(Options):
     """Hyperparameters of every reservoir model; ``esn``, ``deep_esn`` and ``esn_ensemble`` differ in defaults."""
 
     units: int = Field(500, ge=1, description="reservoir neurons (per layer)")
-    spectral_radius: float = Field(0.9, gt=0, description="largest |eigenvalue| of W: memory vs. stability")
+    spectral_radius: PositiveFloat | Literal["auto"] = Field(
+        0.9, description="largest |eigenvalue| of W: memory vs. stability (auto: chosen by the ridge learner)")
     connectivity: float = Field(0.1, gt=0, le=1, description="share of nonzero recurrent weights")
-    input_scaling: float | None = Field(None, gt=0, description="scale of W_in (null: 1/√(inputs per unit))")
+    input_scaling: PositiveFloat | Literal["auto"] | None = Field(
+        None, description="scale of W_in (null: 1/√(inputs per unit); auto: ×0.5, 1 or 2 of that, chosen by ridge)")
     input_connectivity: float = Field(1.0, gt=0, le=1, description="share of nonzero input weights")
     bias_scaling: float = Field(1.0, ge=0, description="scale of the random bias")
-    leak_rate: float = Field(0.1, gt=0, le=1, description="a in h ← (1-a)h + a·f(...): small = slow units")
+    leak_rate: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = Field(
+        0.1, description="a in h ← (1-a)h + a·f(...): small = slow units (auto: chosen by the ridge learner)")
     activation: Literal["tanh", "sigmoid", "relu", "identity"] = Field("tanh", description="f")
     effective_radius: bool = Field(False, description="scale the leaky update's radius, not W's own")
     num_reservoirs: int = Field(1, ge=1, description="stacked layers (DeepESN), all read out")
@@ -519,8 +555,8 @@ class ESNOptions(Options):
 
 def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: int,
               num_reservoirs: int, units: int, spectral_radius: float, connectivity: float,
-              input_scaling: float | None, input_connectivity: float, bias_scaling: float,
-              leak_rate: float, activation: str, effective_radius: bool,
+              input_scaling: float | str | None, input_connectivity: float, bias_scaling: float,
+              leak_rate: float | str, activation: str, effective_radius: bool,
               coupling_strength: float, pooling: str, num_times: int, washout: int,
               concat_input: bool, bidirectional: bool, sparse: bool | None, dtype: str,
               seed: int) -> EchoStateNetwork:
@@ -530,11 +566,19 @@ def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: in
     ``input_scaling`` None scales W_in by 1/√(inputs per unit), so any number of
     standardised features drives the units alike. The spectral radius is exact: all
     eigenvalues up to 1000 units, ARPACK above. Layer l > 1 of a DeepESN is driven by
-    layer l-1 through dense weights uniform in ±coupling_strength/√units.
+    layer l-1 through dense weights uniform in ±coupling_strength/√units. ``auto`` leak_rate,
+    spectral_radius or input_scaling are built as 0.1, 0.9 and 1/√inputs, and tuned by the ridge learner.
     """
     torch_dtype = to_dtype(dtype)
-    if input_scaling is None:  # a standardised input drives each unit with variance ~1/3
-        input_scaling = 1.0 / np.sqrt(max(1.0, input_size * input_connectivity))
+    base_scaling = 1.0 / np.sqrt(max(1.0, input_size * input_connectivity))  # standardised input: variance ~1/3
+    given = {"leak_rate": leak_rate, "spectral_radius": spectral_radius, "input_scaling": input_scaling}
+    auto = [k for k, v in given.items() if v == "auto"]
+    if auto and effective_radius and auto != ["input_scaling"]:
+        raise EchoesError("effective_radius needs a fixed leak_rate and spectral_radius (not auto) — set them, "
+                          "or effective_radius=false")
+    settings = {**given, **UNTUNED, "input_scaling": base_scaling}
+    settings.update({k: float(v) for k, v in given.items() if v not in ("auto", None)})
+    leak_rate, spectral_radius, input_scaling = (settings[k] for k in given)
     streams = np.random.SeedSequence(seed).spawn(members * num_reservoirs)
     built = []
     for m in range(members):
@@ -550,9 +594,13 @@ def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: in
                 bias_scaling=bias_scaling, leak_rate=leak_rate, activation=activation,
                 effective_radius=effective_radius, sparse=sparse, dtype=torch_dtype))
         built.append(layers)
-    return EchoStateNetwork(input_size, num_classes, framewise, members=built, pooling=pooling,
-                            num_times=num_times, washout=washout, concat_input=concat_input,
-                            bidirectional=bidirectional)
+    model = EchoStateNetwork(input_size, num_classes, framewise, members=built, pooling=pooling,
+                             num_times=num_times, washout=washout, concat_input=concat_input,
+                             bidirectional=bidirectional)
+    model.settings = settings
+    model.tunable = {k: tuple(v * base_scaling for v in AUTO_GRID[k]) if k == "input_scaling" else AUTO_GRID[k]
+                     for k in auto}
+    return model
 
 
 register_model("esn", options=ESNOptions)(build_esn)
