@@ -77,11 +77,13 @@ def _torchrun(args: argparse.Namespace, nproc: int) -> int:
 
 def stopped_early(r: Any) -> str | None:
     """'stopped early at epoch 19, best epoch 9 restored' when early stopping ended an iterative run."""
+    from .learners import LEARNERS
     from .run import Metric
 
     epochs, best = r.metrics.get(Metric.EPOCHS), r.metrics.get(Metric.BEST_EPOCH)
     planned = r.config.train.epochs if r.config is not None else None
-    if not (epochs and best and planned) or epochs >= planned:
+    one_pass = not getattr(LEARNERS.get(r.learner), "iterative", True)  # ridge: one pass, never "stopped"
+    if one_pass or not (epochs and best and planned) or epochs >= planned:
         return None
     return f"stopped early at epoch {epochs}, best epoch {best} restored"
 
