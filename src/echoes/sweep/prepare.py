@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ..errors import EchoesError
+from ..utils import file_lock
 from .config import PARENT_RUN, SPACE_ARTIFACT, Sweep, SweepTag
 from .liveness import SLOT, Echo, counts, lost_reason, retry, slot
 from .optuna_parts import make_storage
@@ -37,16 +38,10 @@ def _prepare_lock(sweep: Sweep) -> Iterator[None]:
     if "://" in sweep.storage_url:
         yield
         return
-    import fcntl
-
     path = Path(sweep.storage_url + ".prepare.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(path):
+        yield
 
 
 def open_study(sweep: Sweep, echo: Echo = print) -> Any:
