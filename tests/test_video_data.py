@@ -179,16 +179,21 @@ def test_features_are_extracted_once_then_reused(tiny_root, tmp_path):
     assert other.info["cache_reused"] is False and other.train.x.shape[1] == 4
 
 
-def test_an_interrupted_extraction_resumes_and_matches_an_uninterrupted_one(tiny_root, tmp_path):
-    _, splits = read_split(tiny_root, 1)
-    settings = FrameSettings("small_cnn", "none", 4, 24, "segments", seed=1)
-
-    def stop_after_two(split, done, total):
+def _interrupt_after_8_clips(folder, splits, settings, clip_batch):
+    """Start an extraction and stop it (as Ctrl-C would) once 8 clips are on disk."""
+    def stop(split, done, total):
         if done >= 8:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_cache(tmp_path / "a", splits, settings, clip_batch=4, on_chunk=stop_after_two)
+        build_cache(folder, splits, settings, clip_batch=clip_batch, on_chunk=stop)
+
+
+def test_an_interrupted_extraction_resumes_and_matches_an_uninterrupted_one(tiny_root, tmp_path):
+    _, splits = read_split(tiny_root, 1)
+    settings = FrameSettings("small_cnn", "none", 4, 24, "segments", seed=1)
+
+    _interrupt_after_8_clips(tmp_path / "a", splits, settings, clip_batch=4)
     assert not (tmp_path / "a" / "manifest.json").exists()  # never looks complete
     assert load_cache(tmp_path / "a", settings, "anything") is None
     chunks = []
@@ -274,13 +279,7 @@ def test_random_torchvision_backbones_are_seeded_by_the_source(tiny_root, tmp_pa
     the same random network, drawn from the source's fingerprint."""
     _, splits = read_split(tiny_root, 1)
     settings = FrameSettings("resnet18", "none", 2, 32, "uniform", seed=0)
-
-    def stop(split, done, total):
-        if done >= 8:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        build_cache(tmp_path / "a", splits, settings, clip_batch=8, on_chunk=stop)
+    _interrupt_after_8_clips(tmp_path / "a", splits, settings, clip_batch=8)
     resumed = build_cache(tmp_path / "a", splits, settings, clip_batch=8)
     fresh = build_cache(tmp_path / "b", splits, settings, clip_batch=8)
     for name in ("train", "test"):
