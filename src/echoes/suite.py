@@ -24,7 +24,6 @@ import fcntl
 import hashlib
 import io
 import json
-import math
 import multiprocessing
 import os
 import re
@@ -265,6 +264,8 @@ def _close_unrecorded(uri: str, experiment: str, out: Path, recorded_ids: set[st
     after them) end KILLED, so each run of the suite is FINISHED in MLflow exactly once."""
     from mlflow.tracking import MlflowClient
 
+    from .tracking import STOPPED_TAG
+
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -272,17 +273,8 @@ def _close_unrecorded(uri: str, experiment: str, out: Path, recorded_ids: set[st
     where = str(out.resolve()).replace("'", "\\'")
     for run in client.search_runs([exp.experiment_id], f"tags.{COMPARE_TAG} = '{where}'", max_results=50000):
         if run.info.run_id not in recorded_ids and run.info.status in ("RUNNING", "FINISHED"):
-            client.set_tag(run.info.run_id, "stopped", "its compare was interrupted before recording it; run again")
+            client.set_tag(run.info.run_id, STOPPED_TAG, "its compare was interrupted before recording it; run again")
             client.set_terminated(run.info.run_id, "KILLED")
-
-
-def _jsonable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        return v
-
-    return [{k: clean(v) for k, v in r.items() if k != "history"} for r in results]
 
 
 def write_outputs(out: Path, suite: Suite, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -291,7 +283,7 @@ def write_outputs(out: Path, suite: Suite, results: list[dict[str, Any]]) -> dic
     rows = summarize([r for r in results if r.get(STATUS, FINISHED) == FINISHED])
     failures = [{k: r.get(k) for k in (Tag.DATA, Tag.LABEL, Tag.SEED, ERROR, "log")}
                 for r in results if r.get(STATUS) == FAILED]
-    summary = {"suite": suite.name, "experiment": suite.experiment, "rows": rows, "runs": _jsonable(results),
+    summary = {"suite": suite.name, "experiment": suite.experiment, "rows": rows, "runs": results,
                "failures": failures, "table": format_table(rows), "out_dir": str(out)}
 
     buf = io.StringIO()
@@ -299,7 +291,7 @@ def write_outputs(out: Path, suite: Suite, results: list[dict[str, Any]]) -> dic
     writer.writeheader()
     writer.writerows(results)
     atomic_write(out / "runs.csv", buf.getvalue())
-    atomic_write(out / "runs.json", json.dumps(_jsonable(results), indent=2, default=str))
+    atomic_write(out / "runs.json", json.dumps(results, indent=2, default=str))  # rows: finite numbers or None
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str))
     atomic_write(out / "table.txt", summary["table"] + "\n")
     return summary
