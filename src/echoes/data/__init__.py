@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import EchoesError
 from ..registry import Registry
+from .heads import Heads
 from .sequences import Dataset, Sequences, check_finite, standardize, stratified_split
 
 SOURCE_MODULES = ("synthetic", "npz", "uea", "ucf101", "timit")
@@ -39,12 +40,18 @@ def register_source(kind: str, examples: Callable[[], list[str]] | None = None):
 
 @dataclass
 class SourceData:
-    """What a source returns: test and train, and validation when it has one."""
+    """What a source returns: test and train, and validation when it has one.
+
+    With several label heads (``heads``), labels are their codes (:meth:`Heads.encode`) and
+    ``class_names`` may be left empty. ``info`` may carry ``test_ids`` (names of the test items,
+    for result files), ``test_subsets`` ({name: bool mask over the test items}) and
+    ``tail_classes`` ({head: class indices}) for the per-subset metrics."""
 
     train: Sequences
     test: Sequences
     class_names: list[str]
     val: Sequences | None = None
+    heads: Heads | None = None
     train_groups: np.ndarray | None = None  # keeps groups together in the val split
     info: dict[str, Any] = field(default_factory=dict)
     standardize: bool = True  # False: keep raw values (e.g. uint8 pixels a model normalises itself)
@@ -64,6 +71,13 @@ def parse_source(spec: str) -> tuple[str, str]:
 def check_labels(spec: str, raw: SourceData) -> None:
     """Training must see two classes or more, and every class it is tested on (per-sequence labels;
     framewise tasks name a fixed vocabulary, e.g. TIMIT's phones, of which a corpus may lack some)."""
+    if raw.heads is not None and raw.heads.multi:  # each head needs two classes; held-out pairs may be new
+        per_head = raw.heads.decode(raw.train.valid_labels())
+        for h, name in enumerate(raw.heads.names):
+            if len(np.unique(per_head[:, h])) < 2:
+                raise EchoesError(f"{spec}: the training set has a single {name} class — a classifier needs "
+                                  "examples of two classes or more")
+        return
     seen = np.unique(raw.train.valid_labels())
     if len(seen) < 2:
         which = f" ('{raw.class_names[seen[0]]}')" if len(seen) else ""
@@ -104,13 +118,16 @@ def load_dataset(
         tr_idx, va_idx = (stratified_split(train.y, val_fraction, seed, raw.train_groups) if val_fraction > 0
                           else (np.arange(len(train)), np.arange(0)))  # 0: no validation split
         train, val = train.subset(tr_idx), train.subset(va_idx)
-    ds = Dataset(spec, train, val, raw.test, list(raw.class_names), dict(raw.info))
+    heads = raw.heads if raw.heads is not None and raw.heads.multi else None
+    class_names = heads.output_names if heads else list(raw.class_names)
+    ds = Dataset(spec, train, val, raw.test, class_names, dict(raw.info), heads)
     return standardize(ds) if standardize_features and raw.standardize else ds
 
 
 __all__ = [
     "SOURCES",
     "Dataset",
+    "Heads",
     "Sequences",
     "SourceData",
     "load_dataset",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import EchoesError
+from .heads import Heads
 
 PAD_LABEL = -1
 
@@ -126,11 +127,17 @@ class Dataset:
     train: Sequences
     val: Sequences
     test: Sequences
-    class_names: list[str]
+    class_names: list[str]  # one per output: with several label heads, "head:class"
     info: dict = field(default_factory=dict)  # e.g. skipped files, feature cache path
+    label_heads: Heads | None = None  # several label heads (verb + noun); None: one, over class_names
+
+    @property
+    def heads(self) -> Heads:
+        return self.label_heads or Heads.single(self.class_names)
 
     @property
     def num_classes(self) -> int:
+        """Outputs a model needs (with several heads: all of theirs)."""
         return len(self.class_names)
 
     @property
@@ -143,9 +150,12 @@ class Dataset:
 
     def describe(self) -> str:
         kind = "framewise" if self.framewise else "sequence"
+        heads = self.heads
+        classes = (" + ".join(f"{n} {h}" for h, n in zip(heads.names, heads.sizes, strict=True)) if heads.multi
+                   else f"{self.num_classes}")
         return (
             f"{self.name}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "
-            f"{self.num_features} features, {self.num_classes} classes ({kind} labels), "
+            f"{self.num_features} features, {classes} classes ({kind} labels), "
             f"length {int(self.train.lengths.min())}–{int(self.train.lengths.max())}"
         )
 

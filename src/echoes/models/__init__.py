@@ -10,6 +10,7 @@ class, variants registered as a few changed defaults — and return a
 
 from __future__ import annotations
 
+import inspect
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from .base import SequenceModel, last_step
 
 FAMILIES = ("recurrent", "reservoir", "lmu", "spiking", "attention", "pooling", "video")
 MODELS = Registry("model", "model", [f"{__name__}.{f}" for f in FAMILIES], group="echoes.models",
-                  context=("input_size", "num_classes", "framewise"))
+                  context=("input_size", "num_classes", "framewise", "heads"))
 
 
 def register_model(name: str | None = None, *, options: type[Options] | None = None, doc: str | None = None,
@@ -34,11 +35,23 @@ def register_model(name: str | None = None, *, options: type[Options] | None = N
 
 
 def create_model(
-    name: str, *, input_size: int, num_classes: int, framewise: bool = False, **kwargs: Any
+    name: str, *, input_size: int, num_classes: int, framewise: bool = False,
+    heads: tuple[int, ...] | None = None, **kwargs: Any
 ) -> SequenceModel:
-    """Build a registered model; unknown names and keywords get a suggestion."""
+    """Build a registered model; unknown names and keywords get a suggestion.
+
+    ``heads``: the classes of each label head when there are several (they add up to
+    ``num_classes``; the outputs are theirs side by side). Most models need not know: their one
+    linear readout serves every head. A builder with a ``heads`` argument gets them (models with a
+    branch per head, such as ``cross_attention``)."""
+    heads = tuple(int(h) for h in heads) if heads else (num_classes,)
+    if sum(heads) != num_classes:
+        raise ValueError(f"head sizes {heads} do not add up to num_classes={num_classes}")
+    if "heads" in inspect.signature(MODELS.get(name)).parameters:
+        kwargs["heads"] = heads
     model = MODELS.build(name, input_size=input_size, num_classes=num_classes, framewise=framewise, **kwargs)
     model.name = name
+    model.head_sizes = heads
     return model
 
 

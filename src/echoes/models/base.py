@@ -76,6 +76,7 @@ class SequenceModel(nn.Module):
         self.input_size = input_size
         self.num_classes = num_classes
         self.framewise = framewise
+        self.head_sizes: tuple[int, ...] = (num_classes,)  # classes per label head (create_model sets them)
         self.name = type(self).__name__.lower()
 
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
