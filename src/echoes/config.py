@@ -78,6 +78,7 @@ class TrainConfig(BaseModel):
     restart_epochs: int = Field(10, ge=1)  # cosine: epochs to the first warm restart
     clip_grad_norm: float | None = 1.0
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    head_weights: list[float] | None = None  # several label heads: the weight of each one's loss (None: 1 each)
     patience: int | None = 10  # early stopping on validation accuracy; None: off
     amp: bool = True  # mixed precision, used only on CUDA
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -248,13 +248,15 @@ class Model:
                    meta.get("git_commit"), meta.get("echoes_version", "?"))
 
 
-def build_model(cfg: ExperimentConfig, input_size: int, num_classes: int, framewise: bool) -> SequenceModel:
-    """The configured architecture, untrained; seeded builders (reservoirs) follow the run seed."""
+def build_model(cfg: ExperimentConfig, input_size: int, num_classes: int, framewise: bool,
+                heads: tuple[int, ...] | None = None) -> SequenceModel:
+    """The configured architecture, untrained; seeded builders (reservoirs) follow the run seed.
+    ``heads``: classes per label head, when there are several."""
     options = cfg.model.options()
     if "seed" not in options and "seed" in MODELS.entry(cfg.model.name).options.model_fields:
         options["seed"] = cfg.seed
     return create_model(cfg.model.name, input_size=input_size, num_classes=num_classes, framewise=framewise,
-                        **options)
+                        heads=heads, **options)
 
 
 def load_model(ref: str | Path, *, tracking_uri: str | None = None) -> Model:

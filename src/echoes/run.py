@@ -271,7 +271,7 @@ def run_experiment(
     ds = dataset if dataset is not None else load_data(cfg)
     seed_everything(cfg.seed)
     t0 = time.perf_counter()
-    module = build_model(cfg, ds.num_features, ds.num_classes, ds.framewise)
+    module = build_model(cfg, ds.num_features, ds.num_classes, ds.framewise, ds.heads.sizes)
     build_seconds = time.perf_counter() - t0
     learner_name = cfg.learner.name or module.default_learner
     learner = create_learner(learner_name, **cfg.learner.options())

@@ -136,7 +136,21 @@ class Heads:
         radix = self._radix()
         return sum(t * int(r) for t, r in zip(tops, radix, strict=True))
 
+    def criterion(self, weights: Sequence[float] | None = None, label_smoothing: float = 0.0) -> HeadsLoss:
+        return HeadsLoss(self, self.weights(weights), label_smoothing)
+
     # --- saving ---------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, list[str]]:
         return {h: list(c) for h, c in zip(self.names, self.classes, strict=True)}
+
+
+class HeadsLoss(nn.Module):
+    """The training loss of a set of heads: ``loss(logits [M, width], codes [M])``."""
+
+    def __init__(self, heads: Heads, weights: list[float], label_smoothing: float) -> None:
+        super().__init__()
+        self.heads, self.head_weights, self.label_smoothing = heads, weights, label_smoothing
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.heads.loss(logits, y, self.head_weights, self.label_smoothing)

@@ -33,6 +33,7 @@ from ..models.recurrent import Recurrent
 from ..models.spiking import LSNN, SpikingLayer, pseudo_derivative
 from . import EpochCallback, FitResult, register_learner
 from .checkpoint import Checkpoints
+from ..data.heads import HeadsLoss
 from .gradient import GradientLearner
 
 Step = tuple[torch.Tensor, int, int]  # mean loss, correct and counted predictions
@@ -263,8 +264,8 @@ class EpropLearner(GradientLearner):
         return opt
 
     def backward(self, model: SequenceModel, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
-                 loss_fn: nn.Module, scaler: torch.amp.GradScaler) -> Step:
-        smoothing = getattr(loss_fn, "label_smoothing", 0.0)
+                 loss_fn: HeadsLoss, scaler: torch.amp.GradScaler) -> Step:
+        smoothing = loss_fn.label_smoothing
         feedback = None if self.B is None else self.B.detach()
         step = eprop_rule(model)(model, x, lengths, y, feedback, smoothing)
         if self.feedback == "adaptive":
@@ -277,6 +278,9 @@ class EpropLearner(GradientLearner):
     def fit(self, model: SequenceModel, data: Dataset, train: TrainConfig, *, device: torch.device, seed: int,
             on_epoch: EpochCallback | None = None, checkpoint: Checkpoints | None = None) -> FitResult:
         eprop_rule(model)  # fails early on models e-prop cannot train
+        if data.heads.multi:  # its learning signals are one softmax's errors, step by step
+            raise EchoesError(f"learner=eprop trains one label head, and {data.name} has "
+                              f"{len(data.heads.names)} ({', '.join(data.heads.names)}) — use learner=gradient")
         model.to(device)
         self.B = None
         if self.feedback != "symmetric":

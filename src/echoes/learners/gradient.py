@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import distributed
 from ..config import TrainConfig
 from ..data import Dataset, Sequences
+from ..data.heads import HeadsLoss
 from ..metrics import flat_targets, predict
 from ..models import SequenceModel
 from ..utils import progress
@@ -55,7 +56,7 @@ class GradientLearner:
         return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=self.betas)
 
     def backward(self, model: SequenceModel, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
-                 loss_fn: nn.Module, scaler: torch.amp.GradScaler) -> tuple[torch.Tensor, int, int]:
+                 loss_fn: HeadsLoss, scaler: torch.amp.GradScaler) -> tuple[torch.Tensor, int, int]:
         """One batch (``model`` may be DDP-wrapped): leave the gradients in ``.grad``; return
         (mean loss, correct, counted predictions)."""
         with torch.autocast(x.device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
@@ -64,14 +65,15 @@ class GradientLearner:
             # e.g. the LSNN's firing-rate term (under DDP: the wrapped model's)
             reg = getattr(model, "module", model).regularization_loss()
         scaler.scale(loss if reg is None else loss + reg).backward()
-        return loss.detach(), int((logits.argmax(1) == target).sum()), len(target)
+        right = loss_fn.heads.predicted(logits.detach()) == target  # several heads: all of them right
+        return loss.detach(), int(right.sum()), len(target)
 
     def checkpoint_parts(self) -> dict[str, nn.Module | torch.Tensor]:
         """The learner's own state beyond the model and optimizer (e-prop's adaptive feedback)."""
         return {}
 
     def train_epoch(self, model: SequenceModel, batches: Iterable[tuple[torch.Tensor, ...]],
-                    opt: torch.optim.Optimizer, sched: Any, scaler: torch.amp.GradScaler, loss_fn: nn.Module,
+                    opt: torch.optim.Optimizer, sched: Any, scaler: torch.amp.GradScaler, loss_fn: HeadsLoss,
                     train: TrainConfig, epoch: int, steps_per_epoch: int) -> tuple[float, float]:
         """One pass over the training batches; returns (mean loss, accuracy) over what counted."""
         model.train()
@@ -128,7 +130,7 @@ class GradientLearner:
             sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=train.restart_epochs)
         use_amp = train.amp and device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
+        loss_fn = data.heads.criterion(train.head_weights, train.label_smoothing)  # Σ heads' cross-entropies
 
         result = FitResult()
         best, best_state, stale, start, stopped = (-1.0, 0.0), None, 0, 1, False

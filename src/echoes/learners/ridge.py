@@ -161,11 +161,12 @@ class _Block:
         leverage = (1.0 - hat.T).clamp(min=1e-12)[:, :, None]  # [G, m, 1]
         return y - (y - fitted) / leverage
 
-    def scale_output(self, factor: float) -> None:
-        """Multiply the written readout's outputs by ``factor`` (a temperature folded into the weights)."""
+    def scale_output(self, factor: float, rows: slice = slice(None)) -> None:
+        """Multiply the written readout's outputs (``rows`` of them) by ``factor`` (a temperature folded
+        into the weights)."""
         with torch.no_grad():
-            self.linear.weight.mul_(factor)
-            self.linear.bias.mul_(factor)
+            self.linear.weight[rows].mul_(factor)
+            self.linear.bias[rows].mul_(factor)
 
     def write(self, w: torch.Tensor) -> None:
         with torch.no_grad():
@@ -246,6 +247,7 @@ class RidgeLearner:
             seed: int, on_epoch: EpochCallback | None = None,
             checkpoint: Checkpoints | None = None) -> FitResult:  # noqa: ARG002 — one pass: nothing to resume
         model.to(device).eval()
+        self.heads = data.heads
         tunable = getattr(model, "tunable", None)
         if tunable:
             metrics, extra = self._tune(model, tunable, data, train, device)
@@ -292,7 +294,7 @@ class RidgeLearner:
         blocks = [_Block(a, b, lin, device) for a, b, lin in readout_blocks(model.readout)]
         bs = self.batch_size or train.eval_batch_size
         t0 = time.perf_counter()
-        num_classes = blocks[0].linear.out_features
+        num_classes = int(np.prod(self.heads.sizes))  # label codes (several heads: every combination)
         labels = data.train.valid_labels()  # checked on the host (all of them, on every rank): the harvest never waits
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
             raise EchoesError(f"labels must lie in 0..{num_classes - 1}, "
@@ -344,19 +346,29 @@ class RidgeLearner:
             extra["ridge_select"] = select
             metrics[f"{select}_accuracy"] = score[0]
             if self.calibrate and len(labels):
-                temperature = fit_temperature(outputs, labels)
-                for block in blocks:
-                    block.scale_output(1.0 / temperature)
-                extra["ridge_temperature"] = metrics["ridge_temperature"] = temperature
+                self._calibrate(blocks, outputs, labels, metrics, extra)
         extra["ridge_alpha"] = alpha
         metrics.update(ridge_alpha=alpha, harvest_seconds=harvest_seconds,
                        solve_seconds=time.perf_counter() - t0 - harvest_seconds, train_rows=float(n),
                        features=float(sum(b.stop - b.start for b in blocks)))
         return metrics, extra, score
 
-    @staticmethod
-    def _onehot(y: torch.Tensor, blocks: list[_Block]) -> torch.Tensor:
-        return nn.functional.one_hot(y, blocks[0].linear.out_features).double()
+    def _onehot(self, y: torch.Tensor, blocks: list[_Block]) -> torch.Tensor:  # noqa: ARG002
+        """Targets: one-hot, or every label head's one-hot side by side (all heads in one solve)."""
+        return self.heads.one_hot(y)
+
+    def _calibrate(self, blocks: list[_Block], outputs: torch.Tensor, labels: torch.Tensor,
+                   metrics: dict[str, float], extra: dict[str, object]) -> None:
+        """One temperature per label head, fitted on the held-out outputs and folded into its readout rows."""
+        edges = np.cumsum([0, *self.heads.sizes])
+        per_head = self.heads.decode(labels) if self.heads.multi else labels[:, None]
+        for h, name in enumerate(self.heads.names):
+            a, b = int(edges[h]), int(edges[h + 1])
+            temperature = fit_temperature(outputs[:, a:b], per_head[:, h])
+            for block in blocks:
+                block.scale_output(1.0 / temperature, rows=slice(a, b))
+            key = "ridge_temperature" if not self.heads.multi else f"ridge_temperature_{name}"
+            extra[key] = metrics[key] = temperature
 
     def _accumulate(self, model: SequenceModel, seqs: Sequences, blocks: list[_Block], batch_size: int,
                     device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
@@ -402,7 +414,7 @@ class RidgeLearner:
             offset += len(y)
             preds = torch.stack([b.loo(feats, onehot, idx, alphas) if loo else b.predict(feats, alphas)
                                  for b in blocks]).mean(0)  # [G, m, C]: the averaged readout
-            correct += (preds.argmax(-1) == y).sum(1)
+            correct += (self.heads.predicted(preds) == y).sum(1)  # several heads: all of them right
             sse += ((preds - onehot) ** 2).sum((1, 2))
             keep = (idx % stride == 0).nonzero().squeeze(1)
             kept.append((preds[:, keep].float().cpu(), y[keep].cpu()))
