@@ -273,6 +273,25 @@ def cmd_make_videos(args: argparse.Namespace) -> None:
     print(f"train on it: echoes train model=esn data=ucf101:{r['root']}")
 
 
+def cmd_make_epic(args: argparse.Namespace) -> None:
+    from .data.video.make_epic import make_epic
+    from .utils import progress
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise EchoesError(f"--size must look like 96x64, got '{args.size}'") from None
+    with progress(None, total=args.segments, unit="action", desc="make-epic") as bar:
+        r = make_epic(args.root, verbs=args.verbs, nouns=args.nouns, participants=args.participants,
+                      unseen=args.unseen, videos=args.videos, segments=args.segments, min_frames=args.min_frames,
+                      max_frames=args.max_frames, width=width, height=height, seed=args.seed, force=args.force,
+                      on_video=bar.update)
+    print(f"{r['root']}: {r['train']} training and {r['validation']} validation actions in {r['videos']} videos "
+          f"in the EPIC-KITCHENS-100 layout ({r['seconds']:.0f}s); {len(r['verbs'])} verbs, {len(r['nouns'])} "
+          f"nouns, {r['train_pairs']} verb-noun pairs in training; unseen participants {', '.join(r['unseen'])}")
+    print(f"train on it: echoes train model=lstm data=epic100:{r['root']}")
+
+
 def cmd_features(args: argparse.Namespace) -> None:
     from .config import parse_overrides
     from .data import SOURCES, parse_source
@@ -557,6 +576,22 @@ def _add_data_commands(sub: Any) -> None:
     mv.add_argument("--long", type=int, default=0, metavar="N",
                     help="also write long.avi: N test clips of changing classes back to back (truth in long.json)")
     mv.set_defaults(func=cmd_make_videos)
+    me = data_sub.add_parser("make-epic", help="write synthetic kitchen actions (verb + noun) in the "
+                                               "EPIC-KITCHENS-100 layout")
+    me.add_argument("root", help="output folder (PXX/videos/ and annotations/ go inside)")
+    me.add_argument("--verbs", type=int, default=6, help="verb classes (motions), 2-8 (default 6)")
+    me.add_argument("--nouns", type=int, default=8, help="noun classes (objects), 2-10 (default 8)")
+    me.add_argument("--participants", type=int, default=6, help="seen participants, in training (default 6)")
+    me.add_argument("--unseen", type=int, default=2, help="participants only in validation (default 2)")
+    me.add_argument("--videos", type=int, default=4, help="videos per seen participant, the last one for "
+                                                          "validation (default 4; unseen: half as many)")
+    me.add_argument("--segments", type=int, default=300, help="annotated actions in all videos (default 300)")
+    me.add_argument("--min-frames", type=int, default=24, help="shortest action in frames (default 24)")
+    me.add_argument("--max-frames", type=int, default=40, help="longest action in frames (default 40)")
+    me.add_argument("--size", default="96x64", help="frame WIDTHxHEIGHT, even numbers (default 96x64)")
+    me.add_argument("--seed", type=int, default=0)
+    me.add_argument("--force", action="store_true", help="replace a dataset already in ROOT")
+    me.set_defaults(func=cmd_make_epic)
 
 
 def _split_suite_arg(args: argparse.Namespace) -> None:
