@@ -79,7 +79,10 @@ class Model:
         return self.label_heads or Heads.single(self.class_names)
 
     def __repr__(self) -> str:
-        return (f"Model({self.config.model.name!r}, {self.input_size} features → {len(self.class_names)} classes"
+        heads = self.heads
+        classes = (" + ".join(f"{h} {n}" for h, n in zip(heads.names, heads.sizes, strict=True)) if heads.multi
+                   else str(len(self.class_names)))
+        return (f"Model({self.config.model.name!r}, {self.input_size} features → {classes} classes"
                 f"{', framewise' if self.framewise else ''}, trained on {self.config.data.source!r})")
 
     # --- predicting -----------------------------------------------------------------------------
