@@ -160,3 +160,22 @@ def test_predict_writes_the_challenge_formats_and_evaluate_reports_every_head(tw
     assert main(["evaluate", str(folder), f"npz:{path}"]) == 0
     out = capsys.readouterr().out
     assert f"action  top-1 {r['test_action_accuracy']:.4f}" in out and "noun    top-1" in out
+
+
+def test_streaming_and_serving_score_the_action_jointly(two_heads):
+    from echoes.serving import EchoesPyfunc
+
+    path, xte, yte = two_heads
+    r = train(model="lstm", data=f"npz:{path}", **{"tracking.enabled": False, "train.epochs": 2,
+                                                    "model.hidden_size": 16})
+    model = r.model
+    *_, last = model.stream(xte[0])  # the recurrent state after every step = the full forward pass
+    joint = model.heads.probabilities(last)
+    proba = model.predict_proba(xte[:1])
+    assert np.allclose(joint.reshape(3, 4), np.outer(proba["verb"][0], proba["noun"][0]), atol=1e-5)
+    assert model.heads.label_names[int(joint.argmax())] == "/".join(model.predict(xte[:1])[0])
+    served = EchoesPyfunc()
+    served.model = model
+    frame = served.predict(None, {"x": xte[:4]})
+    assert frame["label"].tolist() == ["/".join(p) for p in model.predict(xte[:4])]
+    assert np.allclose(frame["p_noun:cup"], model.predict_proba(xte[:4])["noun"][:, 0], atol=1e-6)
