@@ -10,7 +10,7 @@ import pytest
 from echoes.cli import main
 from echoes.data import load_dataset
 from echoes.data.epic100 import epic100
-from echoes.data.video.decode import FRAME_FILE, sample_indices
+from echoes.data.video.decode import FRAME_FILE, decode_clip, sample_indices
 from echoes.data.video.make_epic import COLUMNS, allowed_pairs, make_epic, pair_probabilities, tail_classes
 from echoes.data.video.make_videos import write_video
 from echoes.errors import EchoesError, SkippedFileWarning
@@ -175,6 +175,18 @@ def test_tsn_offsets_for_training_centres_for_evaluation_at_the_files_frame_rate
     again = epic100(str(tmp_path / "ramp"), seed=1, features="frames", frames=4, size=8, val_participants=0,
                     cache_dir=str(tmp_path / "cache"), workers=0)
     assert (frame_numbers(again.train.x, levels) != train).any()  # the seed draws the offsets
+
+
+def test_a_segment_read_by_seeking_is_the_segment_read_on_from_the_start(epic_root):
+    last = rows(epic_root / "annotations" / "EPIC_100_train.csv")[-1]  # the last action of its video
+    video = epic_root / last["participant_id"] / "videos" / f"{last['video_id']}.MP4"
+    segment = tuple(int(m) * 60 + float(s) for m, s in
+                    (r.split(":")[1:] for r in (last["start_timestamp"], last["stop_timestamp"])))
+    read_on = decode_clip(video, 4, 16, sampling="segments", segment=segment)
+    seeking = decode_clip(video, 4, 16, sampling="segments", segment=segment, seek_threshold=0, seek_gap=1)
+    np.testing.assert_array_equal(seeking, read_on)
+    whole = decode_clip(video, 4, 16, sampling="segments")
+    assert not np.array_equal(whole, read_on)
 
 
 def test_extracted_frames_give_the_features_of_their_video(epic_root, tmp_path):
