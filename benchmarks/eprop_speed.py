@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
 import torch
 from bench_utils import interleaved, machine, markdown_table
@@ -35,6 +36,11 @@ def bptt(model, x, lengths, y) -> None:
     (loss if reg is None else loss + reg).backward()
 
 
+def one_batch(step, model, x, lengths, y, _round: int = 0) -> None:
+    model.zero_grad(set_to_none=True)
+    step(model, x, lengths, y)
+
+
 def measure(lengths: list[int], repeats: int) -> str:
     rules = {"lsnn": lsnn_eprop, "lstm": lstm_eprop}
     rows = []
@@ -45,17 +51,12 @@ def measure(lengths: list[int], repeats: int) -> str:
             x = torch.randn(BATCH, t, FEATURES)
             y, lens = torch.randint(0, CLASSES, (BATCH,)), torch.full((BATCH,), t)
 
-            def run(step):
-                def go(_round: int) -> None:
-                    model.zero_grad(set_to_none=True)
-                    step(model, x, lens, y)
-                return go
-
-            steps = {"e-prop": run(rule), "BPTT": run(bptt)}
+            steps = {"e-prop": partial(one_batch, rule, model, x, lens, y),
+                     "BPTT": partial(one_batch, bptt, model, x, lens, y)}
             memory = {}
             for label, step in steps.items():
                 with PeakMemory(torch.device("cpu")) as mem:
-                    step(0)
+                    step()
                 memory[label] = mem.megabytes
             seconds, _ = interleaved(steps, repeats)
             epoch = {k: BATCHES * s for k, s in seconds.items()}

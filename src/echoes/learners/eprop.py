@@ -52,8 +52,8 @@ def leaky(k: int, rate: float, like: torch.Tensor) -> torch.Tensor:
 
 
 def scan(c: torch.Tensor, d: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-    """S_t = c_t S_{t-1} + d_t along dim 1, from S_{-1} = ``start``: [B,K,...]. One small op per step."""
-    out, s = [], start
+    """S_{-1} = ``start``, S_0 … S_{K-1} of S_t = c_t S_{t-1} + d_t along dim 1: [B,K+1,...]. One small op per step."""
+    out, s = [start], start
     for t in range(d.shape[1]):
         s = torch.addcmul(d[:, t], c[:, t], s)
         out.append(s)
@@ -107,9 +107,10 @@ def _num_items(y: torch.Tensor, t_max: int, framewise: bool) -> int:
 def _chunk_labels(y: torch.Tensor, lengths: torch.Tensor, t0: int, t1: int,
                   framewise: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(labels [B,K], which predictions are scored [B,K], which steps are valid [B,K]) for steps t0..t1-1."""
-    valid = torch.arange(t0, t1, device=y.device)[None] < lengths[:, None]
-    if not framewise:
-        return y[:, None].expand(-1, t1 - t0), valid & (lengths[:, None] - 1 == torch.arange(t0, t1, device=y.device)), valid
+    steps = torch.arange(t0, t1, device=y.device)[None]
+    valid = steps < lengths[:, None]
+    if not framewise:  # scored at the sequence's last step
+        return y[:, None].expand(-1, t1 - t0), lengths[:, None] - 1 == steps, valid
     y_c = y[:, t0:t1]
     if y_c.shape[1] < t1 - t0:  # labels shorter than the input: the rest is unlabelled
         y_c = torch.nn.functional.pad(y_c, (0, t1 - t0 - y_c.shape[1]), value=-1)
@@ -150,7 +151,8 @@ def lsnn_eprop(model: LSNN, x: torch.Tensor, lengths: torch.Tensor, y: torch.Ten
     k_max = min(chunk or DEFAULT_CHUNK, t_max)
     s, w_rec = layer.initial_state(b, x), layer.recurrent_weight()
     ev, psi = x.new_zeros(b, n_in), x.new_zeros(b, h)  # ε_v (presynaptic) and ψ at the last step
-    ea, eb = x.new_zeros(b, na, n_in), x.new_zeros(b, h, n_in)  # ε_a of ALIF synapses, ē = κ-filtered e
+    # ε_a [B,na,I] of ALIF synapses and ē [B,H,I] = κ-filtered e: carried between chunks, so only from the first one.
+    ea = eb = torch.empty(0)
     zeta = x.new_zeros(b, h)
     g, se = x.new_zeros(h, n_in), x.new_zeros(h, n_in)  # Σ L ē, and Σ e over valid steps (rate regulariser)
     g_out, g_b = torch.zeros_like(model.readout.weight), torch.zeros_like(model.readout.bias)
@@ -187,7 +189,7 @@ def lsnn_eprop(model: LSNN, x: torch.Tensor, lengths: torch.Tensor, y: torch.Ten
         g += w_g.flatten(0, 1).T @ ev_c.flatten(0, 1)
         se += w_s.flatten(0, 1).T @ ev_c.flatten(0, 1)
         if carry:
-            eb = k_k[-1, 0] * eb + w_e.transpose(1, 2) @ ev_c
+            eb = w_e.transpose(1, 2) @ ev_c + (k_k[-1, 0] * eb if t0 else 0)
         if na:  # the β ψ ε_a part: ε_a^t = (ρ − β ψ^{t-1}) ε_a^{t-1} + ψ^{t-1} ε_v^{t-1}
             w = torch.stack([w_g, w_s] + ([w_e, _last_step_weight(w_g)] if carry else []), -1)[..., :na, :]
             u = reverse_scan((rho - beta * psi_prev[..., :na])[..., None], w)  # [B,K+1,na,2 or 4]
@@ -198,8 +200,9 @@ def lsnn_eprop(model: LSNN, x: torch.Tensor, lengths: torch.Tensor, y: torch.Ten
             g[:na] -= beta[:, None] * summed[0]
             se[:na] -= beta[:, None] * summed[1]
             if carry:  # per sequence: ē's ALIF rows and ε_a at the chunk's end
-                parts = u[:, 0, :, 2:, None] * ea[:, :, None] + torch.einsum("bsjw,bsi->bjwi", u_steps[..., 2:],
-                                                                               ev_prev)
+                parts = torch.einsum("bsjw,bsi->bjwi", u_steps[..., 2:], ev_prev)
+                if t0:
+                    parts += u[:, 0, :, 2:, None] * ea[:, :, None]
                 eb[:, :na] -= beta[:, None] * parts[:, :, 0]
                 ea = parts[:, :, 1]
         ev, psi, zeta = ev_c[:, -1], psi_c[:, -1], zeta_c[:, -1]
@@ -228,12 +231,22 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
     b, t_max, f = x.shape
     h = rnn.hidden_size
     W = torch.cat([rnn.weight_ih_l0, rnn.weight_hh_l0, (rnn.bias_ih_l0 + rnn.bias_hh_l0)[:, None]], 1)
+    W2 = W.clone()
+    W2[2 * h : 3 * h] *= 2  # the cell input's rows doubled: see tanh below
     fb = model.readout.weight if feedback is None else feedback
     lengths = lengths.to(x.device)
     n_items = _num_items(y, t_max, model.framewise)
     k_max = min(chunk or DEFAULT_CHUNK, t_max)
     hs, c = x.new_zeros(b, h), x.new_zeros(b, h)
-    eps = x.new_zeros(b, 3 * h, W.shape[1])  # ∂c/∂W through the cell state, gates i, f, g
+    buffers: dict[str, torch.Tensor] = {}
+
+    def buffer(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """Work memory reused by every chunk: fresh memory costs a page fault per page, each time."""
+        if name not in buffers or buffers[name].shape != shape:
+            buffers[name] = x.new_empty(shape)
+        return buffers[name]
+
+    eps = torch.empty(0)  # ∂c/∂W through the cell state, gates i, f, g: [B,3H,I], carried from the first chunk on
     g_W = torch.zeros_like(W)
     g_out, g_b = torch.zeros_like(model.readout.weight), torch.zeros_like(model.readout.bias)
     loss, correct = x.new_zeros(()), x.new_zeros(())
@@ -241,29 +254,35 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
         t1 = min(t0 + k_max, t_max)
         k = t1 - t0
         out, (h_n, c_n) = rnn(x[:, t0:t1], (hs[None], c[None]))
-        xh = torch.cat([x[:, t0:t1], _with_start(hs, out[:, :-1]), x.new_ones(b, k, 1)], -1)  # [B,K,I]
-        gi, gf, gg, go = (xh @ W.T).chunk(4, -1)
-        i, fg, gt, o = torch.sigmoid(gi), torch.sigmoid(gf), torch.tanh(gg), torch.sigmoid(go)
-        c_all = scan(fg, i * gt, c)  # [B,K,H]
-        c_prev, tc = _with_start(c, c_all[:, :-1]), torch.tanh(c_all)
-        local = torch.stack([gt * i * (1 - i), c_prev * fg * (1 - fg), i * (1 - gt * gt)], 2)  # ∂c/∂gate input
+        xh = torch.cat([x[:, t0:t1], _with_start(hs, out[:, :-1]), x.new_ones(b, k, 1)], -1,
+                       out=buffer("xh", (b, k, W.shape[1])))  # [B,K,I]
+        gates = torch.matmul(xh, W2.T, out=buffer("gates", (b, k, 4 * h))).sigmoid_()
+        gates[..., 2 * h : 3 * h].mul_(2).sub_(1)  # tanh(z) = 2σ(2z) − 1: one activation for all gates
+        i, fg, gt, o = gates.chunk(4, -1)
+        c_ext = scan(fg, i * gt, c)  # [B,K+1,H]: the cell state from the one carried in
+        c_prev, tc = c_ext[:, :-1], torch.tanh(c_ext[:, 1:], out=buffer("tc", (b, k, h)))
+        local = buffer("local", (b, k, 4, h))  # ∂c/∂(gate input) of gates i, f, g (then the gradient's weights)
+        tmp = buffer("tmp", (b, k, h))
+        torch.mul(gt, torch.addcmul(i, i, i, value=-1, out=tmp), out=local[:, :, 0])  # σ' = σ − σ²
+        torch.mul(c_prev, torch.addcmul(fg, fg, fg, value=-1, out=tmp), out=local[:, :, 1])
+        torch.mul(i, torch.mul(gt, gt, out=tmp).neg_().add_(1), out=local[:, :, 2])
         logits = model.readout(out)
         delta, step_loss, step_correct, _ = _score(model.framewise, logits, y, lengths, t0, t1, n_items, smoothing)
         loss += step_loss
         correct += step_correct
-        L = delta @ fb
-        lc = L * o * (1 - tc * tc)  # through h = o·tanh(c)
-        # ε^t = f^t ε^{t-1} + local^t ⊗ xh^t: u weighs the carried ε and each step's local ⊗ xh,
-        # for the gradient (weights L_c) and for ε's carry to the next chunk.
-        carry = t1 < t_max  # the last chunk's traces are not needed
-        u = reverse_scan(fg[..., None], torch.stack([lc, _last_step_weight(lc)] if carry else [lc], -1))
-        w = u[:, 1:, None] * local[..., None]  # [B,K,3,H,1 or 2]
+        lo = (delta @ fb) * o  # the learning signal times ∂h/∂tanh(c), h = o·tanh(c)
+        lc = torch.addcmul(lo, lo * tc, tc, value=-1)  # through c: L o (1 − tanh²c)
+        # ε^t = f^t ε^{t-1} + local^t ⊗ xh^t: u weighs the carried ε and each step's local ⊗ xh.
+        u = reverse_scan(fg, lc)  # [B,K+1,H]
         if t0:
-            g_W[: 3 * h] += torch.einsum("bj,bji->ji", u[:, 0, :, 0].repeat(1, 3), eps)
-        g_W[: 3 * h] += w[..., 0].flatten(2).flatten(0, 1).T @ xh.flatten(0, 1)
-        g_W[3 * h :] += (L * tc * o * (1 - o)).flatten(0, 1).T @ xh.flatten(0, 1)  # the output gate: no trace
-        if carry:
-            eps = u[:, 0, :, 1].repeat(1, 3)[..., None] * eps + w[..., 1].flatten(2).transpose(1, 2) @ xh
+            g_W[: 3 * h] += torch.einsum("bj,bji->ji", u[:, 0].repeat(1, 3), eps)
+        if t1 < t_max:  # ε at the chunk's end (the last chunk's is not needed): products of forget gates
+            to_end = torch.cat([fg[:, 1:].flip(1).cumprod(1).flip(1), torch.ones_like(fg[:, :1])], 1)
+            eps = ((local[:, :, :3] * to_end[:, :, None]).flatten(2).transpose(1, 2) @ xh
+                   + (fg.prod(1).repeat(1, 3)[..., None] * eps if t0 else 0))
+        local[:, :, :3] *= u[:, 1:, None]
+        torch.mul(lo, torch.addcmul(tc, tc, o, value=-1, out=tmp), out=local[:, :, 3])  # the output gate: no trace
+        g_W += local.flatten(2).flatten(0, 1).T @ xh.flatten(0, 1)
         g_out += delta.flatten(0, 1).T @ out.flatten(0, 1)
         g_b += delta.sum((0, 1))
         hs, c = h_n[0], c_n[0]
