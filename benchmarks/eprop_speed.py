@@ -41,10 +41,12 @@ def one_batch(step, model, x, lengths, y, _round: int = 0) -> None:
     step(model, x, lengths, y)
 
 
-def measure(lengths: list[int], repeats: int) -> str:
+def measure(lengths: list[int], repeats: int, models: list[str]) -> str:
     rules = {"lsnn": lsnn_eprop, "lstm": lstm_eprop}
     rows = []
     for name, rule in rules.items():
+        if name not in models:
+            continue
         for t in lengths:
             torch.manual_seed(0)
             model = create_model(name, input_size=FEATURES, num_classes=CLASSES, framewise=False)
@@ -71,9 +73,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", default="100,300,1000")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--models", nargs="+", default=["lsnn", "lstm"])
     args = p.parse_args()
     print(f"machine: {machine()}\n")
-    print(measure([int(t) for t in args.lengths.split(",")], args.repeats))
+    print(measure([int(t) for t in args.lengths.split(",")], args.repeats, args.models))
     print(f"\n(after: {machine().rsplit('; ', 1)[-1]})")
 
 

@@ -15,7 +15,7 @@ The readout's own gradient is exact. The LSNN's firing-rate regulariser uses the
 same traces. Everything else (optimizer, clipping, early stopping) is the gradient
 learner's.
 
-The rules advance a chunk of steps at a time (``DEFAULT_CHUNK``), still forward only:
+The rules advance a chunk of steps at a time (``LSNN_CHUNK``, ``LSTM_CHUNK``), still forward only:
 the network steps one at a time, but every trace is a linear recurrence, so a chunk's share
 of Σ_t L^t ē^t is a few matrix products over (batch × steps) instead of per-step updates of
 per-synapse traces (see ``reverse_scan``). Only the traces at a chunk's end are kept, so
@@ -46,8 +46,10 @@ from .gradient import GradientLearner
 Step = tuple[torch.Tensor, int, int]  # mean loss, correct and counted predictions
 
 # Steps per chunk, by default. Longer chunks mean fewer, larger products; the work memory grows with the
-# chunk (not with T). Measured by benchmarks/eprop_speed.py: 64 is as fast as 128 within noise, with ~2/3 the memory.
-DEFAULT_CHUNK = 64
+# chunk (not with T). Measured by benchmarks/eprop_speed.py: the LSNN is as fast with 64 as with 128 and needs
+# ~2/3 the memory (its ALIF traces weigh 4 × [B, K, ALIF neurons]); the LSTM is faster with 128 (up to
+# T = 128 no trace is carried at all) for ~1/4 more memory.
+LSNN_CHUNK, LSTM_CHUNK = 64, 128
 
 
 def leaky(k: int, rate: float, like: torch.Tensor) -> torch.Tensor:
@@ -156,7 +158,7 @@ def lsnn_eprop(model: LSNN, x: torch.Tensor, lengths: torch.Tensor, y: torch.Ten
     n_in = f + 1 + h  # presynaptic signals: inputs, 1, recurrent spikes
     lengths = lengths.to(x.device)
     n_items = _num_items(y, t_max, model.framewise)
-    k_max = min(chunk or DEFAULT_CHUNK, t_max)
+    k_max = min(chunk or LSNN_CHUNK, t_max)
     s, w_rec = layer.initial_state(b, x), layer.recurrent_weight()
     ev, psi = x.new_zeros(b, n_in), x.new_zeros(b, h)  # ε_v (presynaptic) and ψ at the last step
     # ε_a [B,na,I] of ALIF synapses and ē [B,H,I] = κ-filtered e: carried between chunks, so only from the first one.
@@ -245,7 +247,7 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
     fb = model.readout.weight if feedback is None else feedback
     lengths = lengths.to(x.device)
     n_items = _num_items(y, t_max, model.framewise)
-    k_max = min(chunk or DEFAULT_CHUNK, t_max)
+    k_max = min(chunk or LSTM_CHUNK, t_max)
     hs, c = x.new_zeros(b, h), x.new_zeros(b, h)
     buffers: dict[str, torch.Tensor] = {}
 
