@@ -137,3 +137,9 @@ def test_both_learn_verb_and_noun_together(trained, name):
     verb, noun, action = (results[name].metrics[f"test_{task}_accuracy"] for task in ("verb", "noun", "action"))
     # chance: 1/3 per head, 1/9 for both; the noun needs the verb, so a good noun is a good action
     assert verb > 0.8 and noun > 0.6 and action > 0.5, (verb, noun, action)
+
+
+def test_cnn_transformer_hands_drop_path_to_its_transformer():
+    model = create_model("cnn_transformer", input_size=3 * 16 * 16, num_classes=3, backbone="small_cnn",
+                         weights="none", d_model=8, nhead=2, num_layers=2, drop_path=0.3)
+    assert [m.p for m in model.modules() if isinstance(m, DropPath)] == [0.3, 0.3]
