@@ -133,3 +133,49 @@ def test_bad_multi_head_inputs(two_heads, tmp_path):
     r = train(model="mean_pool", data=f"npz:{path}", **{"tracking.enabled": False, "train.epochs": 1})
     with pytest.raises(EchoesError, match="noun label 'fork' is not a class"):
         r.model.score(xte[:1], np.array([["cut", "fork"]]))
+
+
+def test_predict_writes_the_challenge_formats_and_evaluate_reports_every_head(two_heads, tmp_path, capsys):
+    import json
+
+    from echoes.cli import main
+
+    path, xte, yte = two_heads
+    r = train(model="mean_pool", data=f"npz:{path}", **{"tracking.enabled": False, "train.epochs": 3})
+    folder = r.model.save(tmp_path / "m")
+    assert main(["predict", str(folder), f"npz:{path}", "--out", str(tmp_path / "res.npz")]) == 0
+    res = np.load(tmp_path / "res.npz", allow_pickle=False)
+    assert set(res.files) == {"narration_id", "verb_output", "noun_output"}
+    assert res["verb_output"].shape == (len(xte), 3) and res["noun_output"].shape == (len(xte), 4)
+    logits = r.model.decision_function(xte)
+    assert np.allclose(res["noun_output"], logits[:, 3:], atol=1e-5)
+    assert main(["predict", str(folder), f"npz:{path}", "--out", str(tmp_path / "sub.json")]) == 0
+    sub = json.loads((tmp_path / "sub.json").read_text())
+    assert sub["challenge"] == "action_recognition" and len(sub["results"]) == len(xte)
+    assert sorted(sub["results"]["0"]) == ["noun", "verb"] and len(sub["results"]["0"]["verb"]) == 3
+    assert main(["predict", str(folder), f"npz:{path}", "--out", str(tmp_path / "rows.csv")]) == 0
+    header = (tmp_path / "rows.csv").read_text().splitlines()[0].split(",")
+    assert {"verb_predicted", "noun_probability", "label", "predicted"} <= set(header)
+    capsys.readouterr()
+    assert main(["evaluate", str(folder), f"npz:{path}"]) == 0
+    out = capsys.readouterr().out
+    assert f"action  top-1 {r['test_action_accuracy']:.4f}" in out and "noun    top-1" in out
+
+
+def test_streaming_and_serving_score_the_action_jointly(two_heads):
+    from echoes.serving import EchoesPyfunc
+
+    path, xte, yte = two_heads
+    r = train(model="lstm", data=f"npz:{path}", **{"tracking.enabled": False, "train.epochs": 2,
+                                                    "model.hidden_size": 16})
+    model = r.model
+    *_, last = model.stream(xte[0])  # the recurrent state after every step = the full forward pass
+    joint = model.heads.probabilities(last)
+    proba = model.predict_proba(xte[:1])
+    assert np.allclose(joint.reshape(3, 4), np.outer(proba["verb"][0], proba["noun"][0]), atol=1e-5)
+    assert model.heads.label_names[int(joint.argmax())] == "/".join(model.predict(xte[:1])[0])
+    served = EchoesPyfunc()
+    served.model = model
+    frame = served.predict(None, {"x": xte[:4]})
+    assert frame["label"].tolist() == ["/".join(p) for p in model.predict(xte[:4])]
+    assert np.allclose(frame["p_noun:cup"], model.predict_proba(xte[:4])["noun"][:, 0], atol=1e-6)

@@ -25,7 +25,7 @@ import torch
 from . import __version__
 from .config import ExperimentConfig, TrackingConfig, build_config
 from .data import Dataset
-from .data.heads import Heads
+from .data.heads import Heads, softmax
 from .data.sequences import PAD_LABEL, Sequences, pad_sequences, valid_mask
 from .errors import EchoesError
 from .models import MODELS, SequenceModel, create_model
@@ -79,7 +79,10 @@ class Model:
         return self.label_heads or Heads.single(self.class_names)
 
     def __repr__(self) -> str:
-        return (f"Model({self.config.model.name!r}, {self.input_size} features → {len(self.class_names)} classes"
+        heads = self.heads
+        classes = (" + ".join(f"{h} {n}" for h, n in zip(heads.names, heads.sizes, strict=True)) if heads.multi
+                   else str(len(self.class_names)))
+        return (f"Model({self.config.model.name!r}, {self.input_size} features → {classes} classes"
                 f"{', framewise' if self.framewise else ''}, trained on {self.config.data.source!r})")
 
     # --- predicting -----------------------------------------------------------------------------
@@ -344,8 +347,3 @@ def _class_index(v: Any, class_names: SequenceABC[str], what: str = "") -> int:
         raise EchoesError(f"{what}label {key!r} is not a class of this model — its {what}classes are "
                           + ", ".join(list(class_names)[:20])) from None
 
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
