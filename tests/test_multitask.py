@@ -143,3 +143,21 @@ def test_cnn_transformer_hands_drop_path_to_its_transformer():
     model = create_model("cnn_transformer", input_size=3 * 16 * 16, num_classes=3, backbone="small_cnn",
                          weights="none", d_model=8, nhead=2, num_layers=2, drop_path=0.3)
     assert [m.p for m in model.modules() if isinstance(m, DropPath)] == [0.3, 0.3]
+
+
+def test_the_epic_sweep_and_suite_name_real_models_and_options():
+    from echoes.run import check_experiment
+    from echoes.suite import load_suite
+    from echoes.sweep.config import load_sweep
+
+    sweep = load_sweep("epic_regularization")
+    assert len(sweep.points) == 8 and {p["model.drop_path"] for p in sweep.points} == {0.05, 0.1, 0.15}
+    for point in sweep.points:
+        cfg = sweep.config_for(point)
+        check_experiment(cfg)
+        assert cfg.model.name == "cross_attention" and cfg.data.source.startswith("epic100:")
+    suite = load_suite("epic-architectures", ["seeds=[0]"])
+    for cfg in suite.runs:
+        check_experiment(cfg)
+    hybrids = {(r.model.name, r.data.options()["features"]) for r in suite.runs}
+    assert {("lstm", "efficientnet_b3"), ("transformer", "efficientnet_b3")} <= hybrids
