@@ -161,3 +161,15 @@ def test_the_epic_sweep_and_suite_name_real_models_and_options():
         check_experiment(cfg)
     hybrids = {(r.model.name, r.data.options()["features"]) for r in suite.runs}
     assert {("lstm", "efficientnet_b3"), ("transformer", "efficientnet_b3")} <= hybrids
+
+
+def test_a_saved_cross_attention_model_predicts_the_same_after_loading(trained, tmp_path):
+    from echoes.model import load_model
+
+    ds, results = trained
+    fitted = results["cross_attention"].model
+    again = load_model(fitted.save(tmp_path / "model"))
+    x = [ds.test.x[i, :n] for i, n in enumerate(ds.test.lengths[:6])]
+    np.testing.assert_array_equal(again.predict(x), fitted.predict(x))  # [6, 2]: a verb and a noun each
+    for head, p in fitted.predict_proba(x).items():
+        np.testing.assert_allclose(again.predict_proba(x)[head], p, rtol=1e-5, atol=1e-6)
