@@ -70,6 +70,7 @@ class Tag(StrEnum):
     GIT_COMMIT = "git_commit"
     RUN_ID = "mlflow_run_id"
     FRAMEWISE = "framewise"
+    HEADS = "heads"  # several label heads: their names, comma-separated ("verb,noun"); "" for one
 
 
 # Per-epoch curves are logged as "epoch/<name>" so the run's final metrics keep the plain names.
@@ -96,6 +97,7 @@ class RunResult:
     class_names: tuple[str, ...] = ()
     confusion_matrix: tuple[tuple[int, ...], ...] = ()
     framewise: bool = False
+    heads: tuple[str, ...] = ()  # several label heads: their names (their metrics: test_<head>_accuracy...)
     run_id: str | None = None
     config: ExperimentConfig | None = field(default=None, compare=False)
     model: Model | None = field(default=None, compare=False, repr=False)
@@ -105,6 +107,7 @@ class RunResult:
         out: dict[str, Any] = {
             Tag.DATA: self.data, Tag.LABEL: self.label, Tag.MODEL: self.model_name, Tag.LEARNER: self.learner,
             Tag.FAMILY: self.family, Tag.SEED: self.seed, Tag.FRAMEWISE: self.framewise,
+            Tag.HEADS: ",".join(self.heads),
         }
         for k, v in self.metrics.items():
             out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
@@ -302,7 +305,7 @@ def run_experiment(
     run_tags = {
         Tag.MODEL: cfg.model.name, Tag.FAMILY: module.family, Tag.LEARNER: learner_name,
         Tag.DATA: cfg.data.source, Tag.SEED: cfg.seed, Tag.LABEL: label, Tag.GIT_COMMIT: git_commit(),
-        **(tags or {}),
+        **({Tag.HEADS: ",".join(ds.heads.names)} if ds.heads.multi else {}), **(tags or {}),
     }
     tracking = cfg.tracking if distributed.is_main() else cfg.tracking.model_copy(
         update={"enabled": False, "tensorboard": False})  # rank 0 alone tracks
@@ -341,5 +344,6 @@ def run_experiment(
         data=cfg.data.source, seed=cfg.seed, metrics=metrics,
         history=tuple(dict(h) for h in fit.history), class_names=tuple(ds.class_names),
         confusion_matrix=tuple(tuple(int(v) for v in row) for row in cm), framewise=ds.framewise,
+        heads=heads.names if heads.multi else (),
         run_id=run.run_id, config=cfg, model=fitted,
     )

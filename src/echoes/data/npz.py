@@ -203,7 +203,9 @@ def _head_names(npz: np.lib.npyio.NpzFile, labels: dict[str, np.ndarray], where:
                               "of shape (N, heads), or drop head_names")
         return None
     if len(widths) > 1:
-        raise EchoesError(f"{where}: the splits' labels have different shapes — give every y_* as (N, heads)")
+        shapes = ", ".join(f"y_{k} {y.shape}" for k, y in labels.items())
+        raise EchoesError(f"{where}: the splits' labels have different shapes ({shapes}) — give one label per "
+                          "sequence in every split, or (N, heads) rows in every split with head_names")
     if "head_names" not in npz.files:
         raise EchoesError(f"{where}: y_* have several labels per sequence — add head_names, e.g. "
                           "head_names=np.array(['verb', 'noun'])")
