@@ -9,6 +9,7 @@ import torch
 from echoes.config import build_config
 from echoes.data.heads import Heads
 from echoes.data.sequences import Dataset, Sequences
+from echoes.errors import EchoesError
 from echoes.models import create_model
 from echoes.models.base import DropPath
 from echoes.run import run_experiment
@@ -76,6 +77,12 @@ def test_noun_logits_read_the_verb_branch_only_through_cross_attention(name, rea
     # the shared encoder feeds both heads either way
     shared = torch.autograd.grad(HEADS.split(model(x, lengths))[1].sum(), model.proj.weight)[0]
     assert shared.abs().sum() > 0
+
+
+@pytest.mark.parametrize("windows", [[], [4, 0]])
+def test_windows_must_be_frames(windows):
+    with pytest.raises(EchoesError, match=r"windows must be one or more sizes in frames \(>= 1\)"):
+        create_model("cross_attention", input_size=5, num_classes=4, windows=windows)
 
 
 def test_one_head_is_one_branch_without_cross_attention():

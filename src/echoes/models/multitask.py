@@ -18,7 +18,7 @@ attend to. Padded steps never change an output: they are never a key of a valid 
 from __future__ import annotations
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
 from . import Options, register_model
@@ -31,23 +31,19 @@ class CrossAttentionOptions(Options):
 
     d_model: int = Field(64, ge=2, description="width of every layer (even, divisible by nhead)")
     nhead: int = Field(4, ge=1, description="attention heads in every layer")
-    windows: list[int] = Field([4, 8, 16], min_length=1, description="temporal scales: frames each step sees")
+    windows: list[int] = Field([4, 8, 16], description="temporal scales: frames each step sees")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout in every layer and before the readouts")
     drop_path: float = Field(0.1, ge=0, lt=1, description="stochastic depth on every residual branch")
     cross: bool = Field(True, description="the heads' branches attend to each other (false: independent heads)")
 
-    @field_validator("windows")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(w < 1 for w in v):
-            raise ValueError(f"every window must be at least 1 frame, got {v}")
-        return v
-
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> CrossAttentionOptions:
+    def _consistent(self) -> CrossAttentionOptions:
         if self.d_model % self.nhead or self.d_model % 2:
             raise ValueError(f"d_model ({self.d_model}) must be even and divisible by nhead ({self.nhead}) — "
                              "change model.d_model or model.nhead")
+        if not self.windows or min(self.windows) < 1:
+            raise ValueError(f"windows must be one or more sizes in frames (>= 1), got {self.windows} — "
+                             "e.g. model.windows=[4, 8, 16]")
         return self
 
 
