@@ -254,6 +254,18 @@ def test_bad_annotations_give_one_line_naming_the_file_and_the_fix(tmp_path):
     assert main(["train", f"data=epic100:{root}", "data.frames=0", "tracking=false"]) == 2
 
 
+def test_tail_classes_are_read_by_id_or_by_key(tmp_path):
+    root = tmp_path / "ramp"
+    ramp_root(root)
+    (root / "EPIC_100_tail_verbs.csv").write_text("verb\n1\n")
+    (root / "EPIC_100_tail_nouns.csv").write_text("noun\nanoun\n")
+    options = dict(features="frames", frames=2, size=8, cache_dir=str(tmp_path / "cache"), workers=0)
+    assert epic100(str(root), **options).info["tail_classes"] == {"verb": [1], "noun": [0]}
+    (root / "EPIC_100_tail_nouns.csv").write_text("noun\ncnoun\n")
+    with pytest.raises(EchoesError, match="EPIC_100_tail_nouns.csv line 2: 'cnoun' is not a class id or key"):
+        epic100(str(root), **options)
+
+
 def test_a_model_trains_on_both_heads_end_to_end(epic_root, tmp_path):
     rc = main(["train", "model=mean_pool", f"data=epic100:{epic_root}", "data.frames=4", "data.size=16",
                f"data.cache_dir={tmp_path}", "data.workers=0", "train.epochs=2", "tracking=false",

@@ -326,7 +326,7 @@ def cmd_features(args: argparse.Namespace) -> None:
     raw = SOURCES.build(kind, name=name, seed=seed, **options)
     if "feature_cache" not in raw.info:
         raise EchoesError(f"{kind}: this source keeps no feature cache — `echoes features` is for sources "
-                          "that do (ucf101:ROOT, timit:ROOT)")
+                          "that do (ucf101:ROOT, epic100:ROOT, timit:ROOT)")
     print(f"{args.source}: train {len(raw.train)} / test {len(raw.test)} sequences, "
           f"{raw.train.x.shape[1]} steps × {raw.train.num_features} features")
     for key, value in raw.info.items():

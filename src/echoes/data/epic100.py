@@ -114,7 +114,8 @@ def _media(root: Path, participant: str, video: str) -> tuple[Path, bool]:
 
 
 def read_actions(root: Path, path: Path, heads: Heads, people: dict[str, int]) -> list[Clip]:
-    """One :class:`Clip` per annotated action: its segment, narration id, label code and participant."""
+    """One :class:`Clip` per annotated action: its segment, narration id, label code and participant (its
+    number in ``people``, which grows as new participants come)."""
     rows = read_csv(path, ACTION_COLUMNS)
     if not rows:
         raise EchoesError(f"epic100: {path} lists no actions — {FIX}")
@@ -158,9 +159,10 @@ def participant_split(groups: np.ndarray, fraction: float, seed: int) -> tuple[n
 
 
 def _readable(cached: CachedSplit, raw: bool) -> tuple[Sequences, np.ndarray]:
-    """A cached split's readable actions as Sequences, and their rows."""
+    """A cached split's readable actions as Sequences, and their rows. Features are read into memory;
+    raw pixels stay memory-mapped."""
     keep = np.flatnonzero(cached.ok)
-    x = cached.x if raw else np.asarray(cached.x)  # raw pixels stay memory-mapped
+    x = cached.x if raw else np.asarray(cached.x)
     seqs = Sequences(x, np.full(len(cached.labels), cached.x.shape[1]), cached.labels)
     return (seqs if len(keep) == len(cached.ok) else seqs.subset(keep)), keep
 
