@@ -18,7 +18,7 @@ from typing import Any
 from ..registry import Options, Registry
 from .base import SequenceModel, last_step
 
-FAMILIES = ("recurrent", "reservoir", "lmu", "spiking", "attention", "pooling", "video")
+FAMILIES = ("recurrent", "reservoir", "lmu", "spiking", "attention", "pooling", "video", "multitask")
 MODELS = Registry("model", "model", [f"{__name__}.{f}" for f in FAMILIES], group="echoes.models",
                   context=("input_size", "num_classes", "framewise", "heads"))
 

@@ -3,6 +3,8 @@
 Input projection → sinusoidal positions → pre-norm encoder layers → mean over the
 valid steps → linear readout (framewise tasks read every step). A key padding
 mask keeps padded steps out of every attention, so they never change an output.
+``drop_path`` (stochastic depth) drops each layer's attention and feed-forward
+branches per sample in training, as the seed's phase-2 models do.
 Positions matter: without them attention is blind to order, like ``mean_pool``.
 """
 
@@ -15,7 +17,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from . import Options, register_model
-from .base import SequenceModel, masked_mean, step_mask
+from .base import DropPath, SequenceModel, masked_mean, step_mask
 
 
 def sinusoids(t: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -36,6 +38,8 @@ class TransformerOptions(Options):
     num_layers: int = Field(2, ge=1, description="encoder layers")
     dim_feedforward: int | None = Field(None, ge=1, description="feed-forward width (null: 2·d_model)")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout in every layer and before the readout")
+    drop_path: float = Field(0.0, ge=0, lt=1, description="stochastic depth: chance a layer's branch is "
+                                                           "skipped for a sample in training")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TransformerOptions:
@@ -45,17 +49,31 @@ class TransformerOptions(Options):
         return self
 
 
+class EncoderLayer(nn.TransformerEncoderLayer):
+    """torch's pre-norm encoder layer with stochastic depth on its two residual branches (the same
+    parameters, so weights load either way)."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, drop_path: float) -> None:
+        super().__init__(d_model, nhead, dim_feedforward, dropout, batch_first=True, norm_first=True)
+        self.drop_path = DropPath(drop_path)
+
+    def _sa_block(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        return self.drop_path(super()._sa_block(x, *args, **kwargs))
+
+    def _ff_block(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop_path(super()._ff_block(x))
+
+
 class TransformerEncoder(SequenceModel):
     """Transformer encoder (sinusoidal positions, padding mask, masked mean pooling)."""
 
     family = "attention"
 
     def __init__(self, input_size: int, num_classes: int, framewise: bool, *, d_model: int, nhead: int,
-                 num_layers: int, dim_feedforward: int | None, dropout: float) -> None:
+                 num_layers: int, dim_feedforward: int | None, dropout: float, drop_path: float) -> None:
         super().__init__(input_size, num_classes, framewise)
         self.proj = nn.Linear(input_size, d_model)
-        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward or 2 * d_model, dropout,
-                                           batch_first=True, norm_first=True)
+        layer = EncoderLayer(d_model, nhead, dim_feedforward or 2 * d_model, dropout, drop_path)
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)

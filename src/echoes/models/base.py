@@ -133,6 +133,27 @@ class AveragedReadout(nn.Module):
         return torch.stack([m(f) for m, f in zip(self.members, blocks, strict=True)]).mean(0)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016) on a residual branch: in training, each sample's branch
+    output is dropped with probability ``p`` and kept ones are scaled by 1/(1-p), so the expected
+    output is unchanged; in evaluation it is the identity. Wrap the branch, not the sum."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"drop path probability must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - self.p)  # one draw per sample
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def reverse_valid(z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Each sequence's valid steps in reverse order, padding left at the end; [B, T, ...]. Its own inverse."""
     t = torch.arange(z.shape[1], device=z.device)[None, :]

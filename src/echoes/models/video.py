@@ -11,6 +11,10 @@ one whole clip): horizontal flip, rotation ±15°, colour jitter, grayscale (10%
 random erasing (15%). Normalisation follows the weights — ImageNet statistics
 for the 2D backbones, Kinetics-400 statistics for R(2+1)D.
 
+Regularisation as in the seed's phase 2: ``dropout`` everywhere, and ``drop_path`` (stochastic
+depth) on cnn_transformer, whose transformer drops each layer's residual branches per sample in
+training (``models.attention``); an LSTM has no residual branch to drop, so cnn_lstm has none.
+
 Padded frames never change an output: the per-frame CNN sees valid frames only,
 the LSTM reads each clip's last valid step, the transformer masks padded keys,
 and R(2+1)D runs clips of each length separately. In evaluation, batches are
