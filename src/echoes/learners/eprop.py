@@ -27,13 +27,13 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data import Dataset
+from ..data.heads import HeadsLoss
 from ..errors import EchoesError
 from ..models import SequenceModel
 from ..models.recurrent import Recurrent
 from ..models.spiking import LSNN, SpikingLayer, pseudo_derivative
 from . import EpochCallback, FitResult, register_learner
 from .checkpoint import Checkpoints
-from ..data.heads import HeadsLoss
 from .gradient import GradientLearner
 
 Step = tuple[torch.Tensor, int, int]  # mean loss, correct and counted predictions
