@@ -84,7 +84,7 @@ def eigenvalues(w: np.ndarray, method: str = "arpack") -> np.ndarray:
 
         start = np.random.default_rng(0).standard_normal(n)  # ARPACK's own start is random: results would vary
         try:
-            return eigs(sp.csr_matrix(w), k=8, ncv=min(n - 1, 32), which="LM", tol=0, v0=start,
+            return eigs(sp.csr_matrix(w), k=8, ncv=min(n - 1, 64), which="LM", tol=1e-10, v0=start,
                         return_eigenvectors=False, maxiter=50 * n)
         except ArpackNoConvergence:
             pass  # rare; the dense route is slower but always answers
