@@ -37,7 +37,8 @@ from echoes.models import MODELS, model_class
 PUBLISHED: dict[str, tuple[float, str]] = {}
 
 SEQUENCE_FAMILIES_EXCLUDED = ("video",)  # raw-frame models need data.features=frames
-SMALL_DATA = ["data.n_train=40", "data.n_test=20", "data.max_length=20", "data.min_length=10"]
+# --small: tiny synthetic sets and a budget of few optimizer steps (epochs stay auto: still resolved)
+SMALL = ["data.n_train=40", "data.n_test=20", "data.max_length=20", "data.min_length=10", "train.min_steps=16"]
 CHANCE_MARGIN = 0.05  # "at chance": within 5 points of 1 / classes
 FAR_ABOVE = 0.2  # "far above": another family 20 points better
 
@@ -65,7 +66,7 @@ def run_all(models: list[str], datasets: list[str], seeds: list[int], extra: lis
             for name in models:
                 if (source, seed, name) in done:
                     continue
-                sized = SMALL_DATA if small and source.startswith("synthetic:") else []
+                sized = SMALL if small else []
                 cfg = load_config(None, [f"model={name}", f"data={source}", "tracking=false", "train.device=cpu",
                                          f"seed={seed}", *sized, *extra])
                 ds = ds or load_data(cfg.data)

@@ -98,17 +98,18 @@ def test_auto_training_budget_adapts_to_the_data_size():
     small = auto.resolved(n_train=32, n_val=8)
     assert small.batch_size == 8 and small.epochs == 250  # 4 steps an epoch → 1000 steps
     assert small.patience is None and small.warmup_steps == 50  # 5% of the steps
+    assert small.checkpoint_every == 12  # about 20 checkpoints a run
     mid = auto.resolved(n_train=320, n_val=AUTO_MIN_VAL)
     assert mid.batch_size == 40 and mid.epochs == 125 and mid.patience == 31
     large = auto.resolved(n_train=20000, n_val=2500)
-    assert large.batch_size == 64 and large.epochs == 30 and large.patience == 10
+    assert large.batch_size == 64 and large.epochs == 30 and large.patience == 10 and large.checkpoint_every == 1
     assert auto.resolved(n_train=3, n_val=1).epochs == AUTO_MAX_EPOCHS
     two = auto.resolved(n_train=320, n_val=8, world_size=2)  # per rank: 160 series, batch 20, 8 steps
     assert two.batch_size == 20 and two.epochs == 125
     fewer = TrainConfig(min_steps=100).resolved(n_train=32, n_val=8)
     assert fewer.epochs == 30  # never fewer than 30 epochs
-    given = TrainConfig(epochs=3, batch_size=5, patience=2, warmup_steps=0).resolved(n_train=32, n_val=8)
-    assert (given.epochs, given.batch_size, given.patience, given.warmup_steps) == (3, 5, 2, 0)
+    given = TrainConfig(epochs=3, batch_size=5, patience=2, warmup_steps=0, checkpoint_every=2)
+    assert given.resolved(n_train=32, n_val=8) == given
 
 
 def test_lr_warms_up_linearly_then_stays_or_decays_to_zero():

@@ -96,7 +96,8 @@ class TrainConfig(BaseModel):
     amp: bool = True  # mixed precision, used only on CUDA
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_batch_size: int = Field(256, ge=1)
-    checkpoint_every: int = Field(1, ge=0)  # epochs between resumable checkpoints; 0: none
+    # epochs between resumable checkpoints; 0: none; auto: about AUTO_CHECKPOINTS a run (every epoch up to that many)
+    checkpoint_every: Annotated[int, Field(ge=0)] | Auto = "auto"
     keep_checkpoints: int = Field(1, ge=1)  # how many of the latest checkpoints stay on disk
     nproc: int = Field(1, ge=1)  # data-parallel processes on this machine: >1 re-launches `echoes train` under torchrun
 
@@ -110,11 +111,13 @@ class TrainConfig(BaseModel):
             max(math.ceil(self.min_steps / steps_per_epoch), AUTO_MIN_EPOCHS), AUTO_MAX_EPOCHS)
         patience = self.patience if self.patience != "auto" else None if n_val < AUTO_MIN_VAL else max(10, epochs // 4)
         warmup = self.warmup_steps if self.warmup_steps != "auto" else round(0.05 * epochs * steps_per_epoch)
+        every = self.checkpoint_every if self.checkpoint_every != "auto" else max(1, epochs // AUTO_CHECKPOINTS)
         return self.model_copy(update={"epochs": epochs, "batch_size": batch, "patience": patience,
-                                       "warmup_steps": warmup})
+                                       "warmup_steps": warmup, "checkpoint_every": every})
 
 
 AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 30, 300  # epochs=auto: large sets get 30 epochs, tiny ones at most 300
+AUTO_CHECKPOINTS = 20  # checkpoint_every=auto: a checkpoint costs ~50 ms, a tiny set's epoch less
 AUTO_MIN_VAL = 100  # patience=auto: validation series needed before early stopping may end a run
 
 

@@ -140,6 +140,8 @@ class GradientLearner:
         ``checkpoint.every`` epochs and first continue from ``checkpoint.state``."""
         fit_t0 = time.perf_counter()
         train = train.resolved(len(data.train), len(data.val), distributed.world_size())
+        if checkpoint is not None:
+            checkpoint.every = train.checkpoint_every
         generator = torch.Generator().manual_seed(seed)
         model.to(device)
         opt = self.make_optimizer(model, train)
