@@ -139,16 +139,16 @@ def main(argv: list[str] | None = None) -> dict:
     models = args.models or sequence_models()
     datasets = args.datasets or ([s for s in all_datasets() if s.startswith("synthetic:")] if args.small
                                  else all_datasets())
-    stem = Path(args.out) / ("defaults" + (f"-{args.tag}" if args.tag else ""))
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem = str(Path(args.out) / ("defaults" + (f"-{args.tag}" if args.tag else "")))  # a tag may hold dots
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     head = (f"machine: {bench_utils.machine()}\nruns: models {' '.join(models)}; seeds "
             f"{' '.join(map(str, args.seeds))}; overrides {' '.join(args.set) or 'none'}\n")
     print(head)
-    out = stem.with_suffix(".jsonl")
+    out = Path(f"{stem}.jsonl")
     rows = recorded(out) if args.table else run_all(models, datasets, args.seeds, args.set, out, args.small)
     table, misses = summary(rows, models, datasets)
     text = head + "\n" + table + "\n\n" + ("\n".join(f"- missed: {m}" for m in misses) or "- every target met") + "\n"
-    stem.with_suffix(".md").write_text(text)
+    Path(f"{stem}.md").write_text(text)
     print(text)
     return {"rows": rows, "misses": misses, "table": table}
 
