@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system-deps demo phones video test lint clean bench-esn bench-video
+.PHONY: setup system-deps demo phones video epic test lint clean bench-esn bench-video
 
 # Debian packages the tests and generators need, installed when absent (root or sudo).
 APT_PACKAGES := festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium
@@ -26,6 +26,10 @@ phones: setup system-deps  ## the phones suite on a Festival corpus written to d
 video: setup  ## the video-quick suite on generated UCF101-layout videos in data/ucf101-synthetic (once)
 	@[ -d data/ucf101-synthetic/UCF-101 ] || $(BIN)/echoes data make-videos data/ucf101-synthetic
 	$(BIN)/echoes compare video-quick
+
+epic: setup  ## the epic-quick suite (verb + noun) on a generated EPIC-KITCHENS-layout set in data/epic-synthetic (once)
+	@[ -d data/epic-synthetic/annotations ] || $(BIN)/echoes data make-epic data/epic-synthetic
+	$(BIN)/echoes compare epic-quick
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -31,7 +31,7 @@ from echoes.sweep import load_sweep, run_sweep
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
 FIGURES = ["comparison_table", "accuracy_vs_time", "accuracy_vs_params", "peak_memory", "learning_curves",
-           "confusion_matrix"]
+           "overfitting_gap", "confusion_matrix"]
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +143,8 @@ def test_page_renders_in_headless_chromium(store, tmp_path):
     gru = tuple(int(palette(["gru", "rnn"])["gru"][i: i + 2], 16) for i in (1, 3, 5))
     assert (np.abs(pixels - gru).sum(2) < 30).sum() > 2000  # the model's colour fills plots, not just a swatch
     divs = dict(re.findall(r'<div id="([a-z_0-9.-]+)" class="(plotly-graph-div[^"]*)"', dom))
-    assert {"accuracy_vs_time", "accuracy_vs_params", "peak_memory", "learning_curves", "confusion_matrix",
-            "sweep_lr_params", "sweep_lr_importance"} == set(divs)
+    assert {"accuracy_vs_time", "accuracy_vs_params", "peak_memory", "learning_curves", "overfitting_gap",
+            "confusion_matrix", "sweep_lr_params", "sweep_lr_importance"} == set(divs)
     assert all("js-plotly-plot" in cls for cls in divs.values())  # plotly.js drew every figure
 
 
@@ -179,7 +179,8 @@ def test_figures_from_plain_rows_without_mlflow():
     def result(label, seed, acc, seconds, params, curve):
         return {Tag.DATA: "npz:toy", Tag.LABEL: label, Tag.LEARNER: "gradient", Tag.SEED: seed,
                 Metric.TEST_ACCURACY: acc, Metric.TRAIN_SECONDS: seconds, Metric.TRAINABLE_PARAMS: params,
-                Metric.PEAK_MEMORY_MB: 100.0 + seed, Metric.INFERENCE_SECONDS_PER_SAMPLE: 1e-4, CURVE: curve}
+                Metric.PEAK_MEMORY_MB: 100.0 + seed, Metric.INFERENCE_SECONDS_PER_SAMPLE: 1e-4, CURVE: curve,
+                Metric.TRAIN_ACCURACY: min(1.0, acc + 0.2), Metric.VAL_ACCURACY: acc - 0.05}
 
     results = [result("gru", 0, 0.8, 2.0, 500, [0.5, 0.7]), result("gru", 1, 0.9, 4.0, 500, [0.6, 0.9]),
                result("esn", 0, 0.7, 0.5, 50, [0.7]), result("big", 0, 0.75, 9.0, 9000, [0.4, 0.5, 0.6])]
@@ -206,6 +207,25 @@ def test_figures_from_plain_rows_without_mlflow():
     assert [list(t.x) for t in panels if t.name == "pruned"] == [[0.09], ["8"]]  # categorical: as text
     assert set(importances(sweep)) == {"train.lr", "model.hidden_size"}
     assert figs.colours == palette(["big", "esn", "gru"])
+    gap = {t.name: (t.x[0], t.y[0]) for t in figs.figures["overfitting_gap"].data if t.name != "no gap"}
+    assert gap == {"gru": (pytest.approx(1.0), pytest.approx(0.8)), "esn": (pytest.approx(0.9), pytest.approx(0.65)),
+                   "big": (pytest.approx(0.95), pytest.approx(0.7))}
+
+
+def test_tables_show_each_label_head_and_the_action():
+    from echoes.suite import format_table
+
+    def result(label, seed, verb, noun, action):
+        return {Tag.DATA: "epic100:/data", Tag.LABEL: label, Tag.LEARNER: "gradient", Tag.SEED: seed,
+                Tag.HEADS: "verb,noun", Metric.TEST_ACCURACY: action, "test_action_accuracy": action,
+                "test_verb_accuracy": verb, "test_noun_accuracy": noun, "test_verb_top5": 0.9,
+                "test_noun_top5": 0.8, "test_action_top5": 0.7}
+
+    rows = summarize([result("lstm", 0, 0.6, 0.4, 0.3), result("lstm", 1, 0.7, 0.5, 0.35)])
+    table = format_table(rows).splitlines()
+    assert table[0].split()[4:11] == ["test", "acc", "verb", "top1", "verb", "top5", "noun"]
+    assert "0.650" in table[2] and "0.450" in table[2] and "0.325" in table[2] and "0.700" in table[2]
+    assert "action's (every head right)" in "\n".join(table)
 
 
 def test_pareto_front():

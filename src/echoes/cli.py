@@ -47,6 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int | None:
           + (f"  top-5 {m[Metric.TEST_TOP5]:.4f}" if m.get(Metric.TEST_TOP5) is not None else "")
           + (f"  |  val {m[Metric.VAL_ACCURACY]:.4f}" if m.get(Metric.VAL_ACCURACY) is not None else "")
           + f"  train {m[Metric.TRAIN_ACCURACY]:.4f}")
+    print_heads(m, ds.heads, ds.info)
     print(f"train {m[Metric.TRAIN_SECONDS]:.2f}s over {m[Metric.EPOCHS]} epoch(s)  |  "
           f"inference {m[Metric.INFERENCE_SECONDS_PER_SAMPLE] * 1e3:.3f} ms/sequence  |  "
           f"peak memory {m[Metric.PEAK_MEMORY_MB]:.0f} MB")
@@ -59,6 +60,20 @@ def cmd_train(args: argparse.Namespace) -> int | None:
         print(f"model saved to {r.model.save(args.save)}")
     if args.json:
         _write_json(args.json, r.row())
+
+
+def print_heads(m: dict[str, Any], heads: Any, info: dict[str, Any]) -> None:
+    """Several label heads: a line per head and for the action (top-1, top-5, train − val gap, subsets)."""
+    if not heads.multi:
+        return
+    subsets = ("tail", *info.get("test_subsets", {}))
+    for task in (*heads.names, "action"):
+        top5, gap = m.get(f"test_{task}_top5"), m.get(f"overfit_gap_{task}")
+        parts = [f"top-1 {m[f'test_{task}_accuracy']:.4f}"] + ([f"top-5 {top5:.4f}"] if top5 is not None else [])
+        parts += [f"gap {gap:+.4f}"] if gap is not None else []
+        parts += [f"{n} {m[f'test_{n}_{task}_accuracy']:.4f}" for n in subsets
+                  if m.get(f"test_{n}_{task}_accuracy") is not None]
+        print(f"  {task:<7} " + "  ".join(parts))
 
 
 def _torchrun(args: argparse.Namespace, nproc: int) -> int:
@@ -98,13 +113,19 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .predict import prediction_rows, write_predictions
+    from .predict import prediction_rows, write_challenge, write_predictions
 
     if args.out:
-        check_output(args.out, (".csv", ".json"))  # a bad path fails now, not after predicting
-    model, (seqs, labelled) = _model_and_data(args)
-    rows = prediction_rows(model, seqs, top_k=args.top_k, labelled=labelled)
-    if args.out:
+        check_output(args.out, (".csv", ".json", ".npz"))  # a bad path fails now, not after predicting
+    model, (seqs, labelled, info) = _model_and_data(args)
+    ids = info.get("ids")
+    if args.out and Path(args.out).suffix == ".npz" and not model.heads.multi:
+        raise EchoesError("--out .npz writes EPIC-KITCHENS' results (verb_output, noun_output, narration_id) "
+                          "for models with label heads — use .csv or .json")
+    rows = prediction_rows(model, seqs, top_k=args.top_k, labelled=labelled, ids=ids)
+    if args.out and model.heads.multi and Path(args.out).suffix != ".csv":  # the challenge's formats
+        print(f"{len(rows)} segments' scores written to {write_challenge(model, seqs, ids, args.out)}")
+    elif args.out:
         print(f"{len(rows)} predictions written to {write_predictions(rows, args.out)}")
     else:
         for r in rows[: args.show]:
@@ -122,9 +143,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .predict import evaluate
     from .run import Metric
 
-    model, (seqs, _) = _model_and_data(args)
-    m = evaluate(model, seqs, device=args.device)
+    model, (seqs, _, info) = _model_and_data(args)
+    m = evaluate(model, seqs, device=args.device, info=info)
     print(f"{model!r} on {args.data} ({args.split}: {len(seqs)} sequences)")
+    print_heads(m, model.heads, info)
     print(f"test accuracy {m[Metric.TEST_ACCURACY]:.4f}"
           + (f"  top-5 {m[Metric.TEST_TOP5]:.4f}" if m.get(Metric.TEST_TOP5) is not None else "")
           + f"  loss {m[Metric.TEST_LOSS]:.4f}  |  "
@@ -273,6 +295,25 @@ def cmd_make_videos(args: argparse.Namespace) -> None:
     print(f"train on it: echoes train model=esn data=ucf101:{r['root']}")
 
 
+def cmd_make_epic(args: argparse.Namespace) -> None:
+    from .data.video.make_epic import make_epic
+    from .utils import progress
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise EchoesError(f"--size must look like 96x64, got '{args.size}'") from None
+    with progress(None, total=args.segments, unit="action", desc="make-epic") as bar:
+        r = make_epic(args.root, verbs=args.verbs, nouns=args.nouns, participants=args.participants,
+                      unseen=args.unseen, videos=args.videos, segments=args.segments, min_frames=args.min_frames,
+                      max_frames=args.max_frames, width=width, height=height, seed=args.seed, force=args.force,
+                      on_video=bar.update)
+    print(f"{r['root']}: {r['train']} training and {r['validation']} validation actions in {r['videos']} videos "
+          f"in the EPIC-KITCHENS-100 layout ({r['seconds']:.0f}s); {len(r['verbs'])} verbs, {len(r['nouns'])} "
+          f"nouns, {r['train_pairs']} verb-noun pairs in training; unseen participants {', '.join(r['unseen'])}")
+    print(f"train on it: echoes train model=lstm data=epic100:{r['root']}")
+
+
 def cmd_features(args: argparse.Namespace) -> None:
     from .config import parse_overrides
     from .data import SOURCES, parse_source
@@ -285,7 +326,7 @@ def cmd_features(args: argparse.Namespace) -> None:
     raw = SOURCES.build(kind, name=name, seed=seed, **options)
     if "feature_cache" not in raw.info:
         raise EchoesError(f"{kind}: this source keeps no feature cache — `echoes features` is for sources "
-                          "that do (ucf101:ROOT, timit:ROOT)")
+                          "that do (ucf101:ROOT, epic100:ROOT, timit:ROOT)")
     print(f"{args.source}: train {len(raw.train)} / test {len(raw.test)} sequences, "
           f"{raw.train.x.shape[1]} steps × {raw.train.num_features} features")
     for key, value in raw.info.items():
@@ -417,7 +458,8 @@ def _add_model_commands(sub: Any) -> None:
         e.add_argument("--uri", help="MLflow tracking URI for run ids (default: $MLFLOW_TRACKING_URI, else "
                                       "echoes-runs/mlflow.db)")
         if name == "predict":
-            e.add_argument("--out", metavar="FILE", help="write every prediction to FILE (.csv or .json)")
+            e.add_argument("--out", metavar="FILE", help="write every prediction to FILE (.csv or .json); models with "
+                           "label heads: .npz / .json are EPIC-KITCHENS' results and submission formats")
             e.add_argument("--top-k", type=int, default=1, metavar="K", help="also list the K most likely classes")
             e.add_argument("--show", type=int, default=10, metavar="N", help="predictions printed without --out")
         else:
@@ -557,6 +599,22 @@ def _add_data_commands(sub: Any) -> None:
     mv.add_argument("--long", type=int, default=0, metavar="N",
                     help="also write long.avi: N test clips of changing classes back to back (truth in long.json)")
     mv.set_defaults(func=cmd_make_videos)
+    me = data_sub.add_parser("make-epic", help="write synthetic kitchen actions (verb + noun) in the "
+                                               "EPIC-KITCHENS-100 layout")
+    me.add_argument("root", help="output folder (PXX/videos/ and annotations/ go inside)")
+    me.add_argument("--verbs", type=int, default=6, help="verb classes (motions), 2-8 (default 6)")
+    me.add_argument("--nouns", type=int, default=8, help="noun classes (objects), 2-10 (default 8)")
+    me.add_argument("--participants", type=int, default=6, help="seen participants, in training (default 6)")
+    me.add_argument("--unseen", type=int, default=2, help="participants only in validation (default 2)")
+    me.add_argument("--videos", type=int, default=4, help="videos per seen participant, the last one for "
+                                                          "validation (default 4; unseen: half as many)")
+    me.add_argument("--segments", type=int, default=300, help="annotated actions in all videos (default 300)")
+    me.add_argument("--min-frames", type=int, default=24, help="shortest action in frames (default 24)")
+    me.add_argument("--max-frames", type=int, default=40, help="longest action in frames (default 40)")
+    me.add_argument("--size", default="96x64", help="frame WIDTHxHEIGHT, even numbers (default 96x64)")
+    me.add_argument("--seed", type=int, default=0)
+    me.add_argument("--force", action="store_true", help="replace a dataset already in ROOT")
+    me.set_defaults(func=cmd_make_epic)
 
 
 def _split_suite_arg(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .data.heads import Heads
 from .data.sequences import PAD_LABEL, Sequences
 
 
@@ -26,23 +27,37 @@ def flat_targets(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, t
 
 @dataclass
 class Predictions:
+    """A model's outputs over a split's counted items. With several label heads (``heads``), ``y`` holds
+    label codes, ``accuracy`` and ``top_k`` are the action's (every head right; EPIC's scoring) and
+    ``loss`` is the sum of the heads' cross-entropies."""
+
     logits: np.ndarray  # [M, C] over counted items
     y: np.ndarray  # [M]
     batch_seconds: list[float]
     num_sequences: int
+    heads: Heads | None = None  # several label heads; None: one
+
+    @property
+    def multi(self) -> bool:
+        return self.heads is not None and self.heads.multi
 
     @property
     def accuracy(self) -> float:
-        return float((self.logits.argmax(1) == self.y).mean()) if len(self.y) else float("nan")
+        if not len(self.y):
+            return float("nan")
+        predicted = self.heads.predicted(self.logits) if self.multi else self.logits.argmax(1)
+        return float((predicted == self.y).mean())
 
     def top_k(self, k: int) -> float:
-        top = np.argsort(-self.logits, axis=1)[:, :k]
-        return float((top == self.y[:, None]).any(1).mean())
+        if self.multi:
+            return float(action_hits(self.heads.split(self.logits), self.heads.decode(self.y), (k,))[k].mean())
+        return float(top_k_hits(self.logits, self.y, k).mean())
 
     def loss(self) -> float:
-        z = self.logits - self.logits.max(1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-        return float(-logp[np.arange(len(self.y)), self.y].mean())
+        if self.multi:
+            labels = self.heads.decode(self.y)
+            return float(sum(_nll(z, labels[:, h]) for h, z in enumerate(self.heads.split(self.logits))))
+        return _nll(self.logits, self.y)
 
     def confusion(self, num_classes: int) -> np.ndarray:
         cm = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -50,8 +65,88 @@ class Predictions:
         return cm
 
 
+def _nll(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of softmax(logits) at labels y."""
+    z = logits - logits.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean())
+
+
+def top_k_hits(scores: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """[M] bool: is y among the k highest scores of its row."""
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return (top == y[:, None]).any(1)
+
+
+# EPIC-KITCHENS-100's action scoring: the 100 best verbs × the 100 best nouns of each segment.
+ACTION_TOP_N = 100
+
+
+def action_hits(head_scores: list[np.ndarray], labels: np.ndarray, ks: tuple[int, ...] = (1, 5),
+                top_n: int = ACTION_TOP_N, chunk: int = 256) -> dict[int, np.ndarray]:
+    """{k: [M] bool} — is the true action (every head's label) among the k best actions of its row.
+
+    As EPIC-KITCHENS-100's evaluation scores them: per head, the ``top_n`` highest raw scores,
+    softmaxed among themselves; an action's score is the product of its heads' probabilities, and only
+    actions whose every head is in its top ``top_n`` are ranked (others never count as found)."""
+    m = len(labels)
+    hits = {k: np.zeros(m, bool) for k in ks}
+    for a in range(0, m, chunk):
+        rows = slice(a, a + chunk)
+        joint, found = None, None  # [r, n1*n2*...] probabilities; is the true action there (its rank)
+        for h, scores in enumerate(head_scores):
+            s = np.asarray(scores[rows], np.float64)
+            n = min(top_n, s.shape[1])
+            top = np.argsort(-s, axis=1, kind="stable")[:, :n]
+            p = np.exp(np.take_along_axis(s, top, 1) - s[np.arange(len(s)), top[:, 0]][:, None])
+            p /= p.sum(1, keepdims=True)
+            where = top == labels[rows, h][:, None]  # [r, n]: the true class's slot, if among the top n
+            joint = p if joint is None else (joint[:, :, None] * p[:, None, :]).reshape(len(s), -1)
+            found = where if found is None else (found[:, :, None] & where[:, None, :]).reshape(len(s), -1)
+        present = found.any(1)
+        truth = np.where(present, (joint * found).sum(1), -1.0)
+        # rank of the true action: how many actions score higher (ties broken in the true one's favour)
+        higher = (joint > truth[:, None]).sum(1)
+        for k in ks:
+            hits[k][rows] = present & (higher < k)
+    return hits
+
+
+def head_metrics(pred: Predictions, prefix: str, subsets: dict[str, np.ndarray] | None = None,
+                 tail_classes: dict[str, list[int]] | None = None) -> dict[str, float | None]:
+    """EPIC-KITCHENS-100's numbers for several label heads: ``{prefix}_{head}_accuracy`` / ``_top5`` for
+    every head and the ``action``; top-1 of each on the ``tail`` items (a head's tail: its label is a tail
+    class; the action's: any head's is) and on each of ``subsets`` ({name: bool mask over the items}),
+    as ``{prefix}_{subset}_{head}_accuracy``."""
+    heads = pred.heads
+    labels = heads.decode(pred.y)
+    scores = heads.split(pred.logits)
+    hits: dict[str, dict[int, np.ndarray]] = {
+        name: {k: top_k_hits(z, labels[:, h], k) for k in (1, 5)}
+        for h, (name, z) in enumerate(zip(heads.names, scores, strict=True))
+    }
+    hits["action"] = action_hits(scores, labels)
+    sizes = dict(zip(heads.names, heads.sizes, strict=True))
+    out: dict[str, float | None] = {}
+    for task, by_k in hits.items():
+        out[f"{prefix}_{task}_accuracy"] = float(by_k[1].mean())
+        out[f"{prefix}_{task}_top5"] = float(by_k[5].mean()) if sizes.get(task, 6) > 5 else None
+    masks = dict(subsets or {})
+    if tail_classes:
+        tail = {h: np.isin(labels[:, i], tail_classes.get(h, [])) for i, h in enumerate(heads.names)}
+        for task in hits:  # each head on its own tail items; the action on items with any tail label
+            mask = tail[task] if task in tail else np.any(list(tail.values()), axis=0)
+            out[f"{prefix}_tail_{task}_accuracy"] = float(hits[task][1][mask].mean()) if mask.any() else None
+    for name, mask in masks.items():
+        mask = np.asarray(mask, bool)
+        for task in hits:
+            out[f"{prefix}_{name}_{task}_accuracy"] = float(hits[task][1][mask].mean()) if mask.any() else None
+    return out
+
+
 @torch.no_grad()
-def predict(model: torch.nn.Module, seqs: Sequences, batch_size: int, device: torch.device) -> Predictions:
+def predict(model: torch.nn.Module, seqs: Sequences, batch_size: int, device: torch.device,
+            heads: Heads | None = None) -> Predictions:
     """Run the model in eval mode over a split, timing each batch."""
     model.eval()
     outs, ys, times = [], [], []
@@ -64,7 +159,7 @@ def predict(model: torch.nn.Module, seqs: Sequences, batch_size: int, device: to
         lg, yy = flat_targets(logits.float(), y)
         outs.append(lg.cpu().numpy())
         ys.append(yy.cpu().numpy())
-    return Predictions(np.concatenate(outs), np.concatenate(ys), times, len(seqs))
+    return Predictions(np.concatenate(outs), np.concatenate(ys), times, len(seqs), heads)
 
 
 def sync(device: torch.device) -> None:

@@ -25,6 +25,7 @@ import torch
 from . import __version__
 from .config import ExperimentConfig, TrackingConfig, build_config
 from .data import Dataset
+from .data.heads import Heads, softmax
 from .data.sequences import PAD_LABEL, Sequences, pad_sequences, valid_mask
 from .errors import EchoesError
 from .models import MODELS, SequenceModel, create_model
@@ -50,13 +51,14 @@ class Model:
     feature_std: np.ndarray | None = None
     git_commit: str | None = None
     echoes_version: str = __version__
+    label_heads: Heads | None = None  # several label heads (verb + noun); None: one, over class_names
 
     @classmethod
     def from_training(cls, module: SequenceModel, cfg: ExperimentConfig, ds: Dataset) -> Model:
         mean, std = ds.info.get("feature_mean"), ds.info.get("feature_std")
         return cls(module.eval(), cfg, list(ds.class_names),
                    None if mean is None else np.asarray(mean, np.float64),
-                   None if std is None else np.asarray(std, np.float64), git_commit())
+                   None if std is None else np.asarray(std, np.float64), git_commit(), label_heads=ds.label_heads)
 
     # --- what it is -----------------------------------------------------------------------------
 
@@ -72,8 +74,15 @@ class Model:
     def classes_(self) -> np.ndarray:  # scikit-learn's name
         return np.array(self.class_names)
 
+    @property
+    def heads(self) -> Heads:
+        return self.label_heads or Heads.single(self.class_names)
+
     def __repr__(self) -> str:
-        return (f"Model({self.config.model.name!r}, {self.input_size} features → {len(self.class_names)} classes"
+        heads = self.heads
+        classes = (" + ".join(f"{h} {n}" for h, n in zip(heads.names, heads.sizes, strict=True)) if heads.multi
+                   else str(len(self.class_names)))
+        return (f"Model({self.config.model.name!r}, {self.input_size} features → {classes} classes"
                 f"{', framewise' if self.framewise else ''}, trained on {self.config.data.source!r})")
 
     # --- predicting -----------------------------------------------------------------------------
@@ -100,14 +109,17 @@ class Model:
 
     def encode(self, y: Any, lengths: np.ndarray) -> np.ndarray:
         """Labels (class names, or their indices) → class indices; framewise labels padded with -1."""
-        lookup = {name: i for i, name in enumerate(self.class_names)}
+        if self.heads.multi:  # one row of per-head labels per sequence
+            rows = np.asarray(y, dtype=object)
+            if rows.ndim != 2 or rows.shape[1] != len(self.heads.names):
+                raise EchoesError(f"labels of this model's {len(self.heads.names)} heads "
+                                  f"({', '.join(self.heads.names)}) need shape (N, {len(self.heads.names)})")
+            return self.heads.encode(np.array([[_class_index(v, c, f"{h} ") for v, h, c in
+                                                zip(row, self.heads.names, self.heads.classes, strict=True)]
+                                               for row in rows], np.int64))
 
         def one(v: Any) -> int:
-            key = str(v.item() if isinstance(v, np.generic) else v)
-            if key not in lookup:
-                raise EchoesError(f"label {key!r} is not a class of this model — its classes are "
-                                  + ", ".join(self.class_names[:20]))
-            return lookup[key]
+            return _class_index(v, self.class_names)
 
         if not self.framewise:
             return np.array([one(v) for v in np.asarray(y).ravel()], np.int64)
@@ -139,14 +151,21 @@ class Model:
         """Logits: [N, C], or a list of [T_i, C] for framewise models."""
         return self.logits(self.prepare(X, lengths))
 
-    def predict_proba(self, X: ArrayInput, lengths: np.ndarray | None = None) -> np.ndarray | list[np.ndarray]:
-        """Class probabilities (softmax of the logits): [N, C], or a list of [T_i, C] when framewise."""
+    def predict_proba(self, X: ArrayInput, lengths: np.ndarray | None = None
+                      ) -> np.ndarray | list[np.ndarray] | dict[str, np.ndarray]:
+        """Class probabilities (softmax of the logits): [N, C], or a list of [T_i, C] when framewise;
+        with several label heads, ``{head: [N, C_head]}``."""
         logits = self.decision_function(X, lengths)
+        if self.heads.multi:
+            return {h: softmax(z) for h, z in zip(self.heads.names, self.heads.split(logits), strict=True)}
         return [softmax(z) for z in logits] if self.framewise else softmax(logits)
 
     def predict(self, X: ArrayInput, lengths: np.ndarray | None = None) -> np.ndarray | list[np.ndarray]:
-        """Class names: [N], or a list of [T_i] when framewise."""
+        """Class names: [N], or a list of [T_i] when framewise; with several label heads, [N, heads]."""
         logits = self.decision_function(X, lengths)
+        if self.heads.multi:
+            return np.stack([np.array(c)[z.argmax(1)] for c, z in zip(self.heads.classes,
+                                                                        self.heads.split(logits), strict=True)], 1)
         names = self.classes_
         return [names[z.argmax(1)] for z in logits] if self.framewise else names[logits.argmax(1)]
 
@@ -160,7 +179,7 @@ class Model:
             truth = np.concatenate([seqs.y[i, : len(lg)] for i, lg in enumerate(logits)])
             keep = truth != PAD_LABEL
             return float((z[keep] == truth[keep]).mean())
-        return float((logits.argmax(1) == seqs.y).mean())
+        return float((self.heads.predicted(logits) == seqs.y).mean())  # several heads: all of them right
 
     # --- streaming -----------------------------------------------------------------------------
 
@@ -214,6 +233,7 @@ class Model:
             "input_size": self.input_size,
             "framewise": self.framewise,
             "class_names": self.class_names,
+            **({"heads": self.heads.to_json()} if self.heads.multi else {}),
             "config": self.config.model_dump(mode="json"),
         }
         atomic_write(folder / META_FILE, json.dumps(meta, indent=2))
@@ -236,7 +256,9 @@ class Model:
             raise EchoesError(f"saved model '{path}' has format {meta.get('format')}; this echoes reads "
                               f"format {FORMAT_VERSION} — load it with echoes {meta.get('echoes_version')}")
         cfg = build_config(meta["config"])
-        module = build_model(cfg, meta["input_size"], len(meta["class_names"]), meta["framewise"])
+        heads = Heads.of(meta["heads"]) if meta.get("heads") else None
+        module = build_model(cfg, meta["input_size"], len(meta["class_names"]), meta["framewise"],
+                             heads.sizes if heads else None)
         try:
             module.load_state_dict(state["module"])
         except (RuntimeError, KeyError) as e:
@@ -245,7 +267,7 @@ class Model:
         mean, std = state.get("feature_mean"), state.get("feature_std")
         return cls(module.eval(), cfg, list(meta["class_names"]),
                    None if mean is None else mean.numpy(), None if std is None else std.numpy(),
-                   meta.get("git_commit"), meta.get("echoes_version", "?"))
+                   meta.get("git_commit"), meta.get("echoes_version", "?"), heads)
 
 
 def build_model(cfg: ExperimentConfig, input_size: int, num_classes: int, framewise: bool,
@@ -316,7 +338,12 @@ def as_padded(X: ArrayInput, lengths: np.ndarray | None = None) -> tuple[np.ndar
     return x, lens
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
+def _class_index(v: Any, class_names: SequenceABC[str], what: str = "") -> int:
+    """A label given as a class name (or its index, as text) → its index."""
+    key = str(v.item() if isinstance(v, np.generic) else v)
+    try:
+        return list(class_names).index(key)
+    except ValueError:
+        raise EchoesError(f"{what}label {key!r} is not a class of this model — its {what}classes are "
+                          + ", ".join(list(class_names)[:20])) from None
+

@@ -26,7 +26,7 @@ from .config import ExperimentConfig
 from .data import Dataset, load_dataset
 from .errors import EchoesError
 from .learners import Checkpoints, EpochCallback, FitResult, Learner, create_learner
-from .metrics import PeakMemory, Predictions, convergence_epoch, predict
+from .metrics import PeakMemory, Predictions, convergence_epoch, head_metrics, predict
 from .model import Model, build_model
 from .models import MODELS, SequenceModel, default_learner
 from .tracking import RunStopped, tracker
@@ -70,6 +70,7 @@ class Tag(StrEnum):
     GIT_COMMIT = "git_commit"
     RUN_ID = "mlflow_run_id"
     FRAMEWISE = "framewise"
+    HEADS = "heads"  # several label heads: their names, comma-separated ("verb,noun"); "" for one
 
 
 # Per-epoch curves are logged as "epoch/<name>" so the run's final metrics keep the plain names.
@@ -96,6 +97,7 @@ class RunResult:
     class_names: tuple[str, ...] = ()
     confusion_matrix: tuple[tuple[int, ...], ...] = ()
     framewise: bool = False
+    heads: tuple[str, ...] = ()  # several label heads: their names (their metrics: test_<head>_accuracy...)
     run_id: str | None = None
     config: ExperimentConfig | None = field(default=None, compare=False)
     model: Model | None = field(default=None, compare=False, repr=False)
@@ -105,6 +107,7 @@ class RunResult:
         out: dict[str, Any] = {
             Tag.DATA: self.data, Tag.LABEL: self.label, Tag.MODEL: self.model_name, Tag.LEARNER: self.learner,
             Tag.FAMILY: self.family, Tag.SEED: self.seed, Tag.FRAMEWISE: self.framewise,
+            Tag.HEADS: ",".join(self.heads),
         }
         for k, v in self.metrics.items():
             out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
@@ -168,8 +171,12 @@ def checkpoints(cfg: ExperimentConfig, label: str, experiment: str | None = None
     return Checkpoints(folder, every=cfg.train.checkpoint_every, keep=cfg.train.keep_checkpoints)
 
 
-def test_metrics(test: Predictions, num_classes: int, framewise: bool) -> dict[str, Any]:
-    """What a model's predictions on a labelled test set measure: accuracy, top-5, loss, inference time."""
+def test_metrics(test: Predictions, num_classes: int, framewise: bool, info: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """What a model's predictions on a labelled test set measure: accuracy, top-5, loss, inference time.
+
+    With several label heads, accuracy and top-5 are the action's (EPIC-KITCHENS-100's scoring), and each
+    head and the action also get theirs, on the tail classes and on ``info["test_subsets"]`` too."""
     m: dict[str, Any] = {
         Metric.TEST_ACCURACY: test.accuracy,
         Metric.TEST_TOP5: test.top_k(5) if num_classes > 5 else None,
@@ -179,7 +186,23 @@ def test_metrics(test: Predictions, num_classes: int, framewise: bool) -> dict[s
     }
     if framewise:
         m[Metric.TEST_ERROR_RATE] = 1 - test.accuracy  # frame error rate
+    if test.multi:
+        info = info or {}
+        m[Metric.TEST_TOP5] = test.top_k(5)
+        m.update(head_metrics(test, "test", info.get("test_subsets"), info.get("tail_classes")))
     return {str(k): v for k, v in m.items()}
+
+
+def _head_fit_metrics(tr: Predictions, val: Predictions | None) -> dict[str, Any]:
+    """Several label heads: each head's (and the action's) train and validation accuracy and their gap."""
+    m: dict[str, Any] = {}
+    train = head_metrics(tr, "train")
+    held = head_metrics(val, "val") if val else {}
+    for task in (*tr.heads.names, "action"):
+        a, b = train[f"train_{task}_accuracy"], held.get(f"val_{task}_accuracy")
+        m.update({f"train_{task}_accuracy": a, f"val_{task}_accuracy": b,
+                  f"{Metric.OVERFIT_GAP}_{task}": None if b is None else a - b})
+    return m
 
 
 def _metrics(fit: FitResult, test: Predictions, val: Predictions | None, tr: Predictions, ds: Dataset,
@@ -188,7 +211,7 @@ def _metrics(fit: FitResult, test: Predictions, val: Predictions | None, tr: Pre
     epochs = max(len(fit.history), 1)
     val_curve = [h[Metric.VAL_ACCURACY] for h in fit.history if Metric.VAL_ACCURACY in h]
     m: dict[str, Any] = {
-        **test_metrics(test, ds.num_classes, ds.framewise),
+        **test_metrics(test, ds.num_classes, ds.framewise, ds.info),
         Metric.VAL_ACCURACY: val.accuracy if val else None,  # None: data.val_fraction=0
         Metric.VAL_LOSS: val.loss() if val else None,
         Metric.TRAIN_ACCURACY: tr.accuracy,
@@ -202,6 +225,8 @@ def _metrics(fit: FitResult, test: Predictions, val: Predictions | None, tr: Pre
         Metric.TOTAL_PARAMS: total,
         Metric.CONVERGENCE_EPOCH: convergence_epoch(val_curve),
     }
+    if test.multi:
+        m.update(_head_fit_metrics(tr, val))
     if fit.resumed_from is not None:
         m[Metric.RESUMED_FROM_EPOCH] = fit.resumed_from
     m.update({k: v for k, v in fit.extra.items() if isinstance(v, int | float | str | bool)})
@@ -280,7 +305,7 @@ def run_experiment(
     run_tags = {
         Tag.MODEL: cfg.model.name, Tag.FAMILY: module.family, Tag.LEARNER: learner_name,
         Tag.DATA: cfg.data.source, Tag.SEED: cfg.seed, Tag.LABEL: label, Tag.GIT_COMMIT: git_commit(),
-        **(tags or {}),
+        **({Tag.HEADS: ",".join(ds.heads.names)} if ds.heads.multi else {}), **(tags or {}),
     }
     tracking = cfg.tracking if distributed.is_main() else cfg.tracking.model_copy(
         update={"enabled": False, "tensorboard": False})  # rank 0 alone tracks
@@ -298,16 +323,17 @@ def run_experiment(
                 on_epoch(epoch, metrics)
 
         fit, fit_seconds, memory_mb = _fit(learner, module, ds, cfg, device, epoch_done, ckpt)
-        batch = cfg.train.eval_batch_size
-        test = predict(module, ds.test, batch, device)
-        val = predict(module, ds.val, batch, device) if len(ds.val) else None
-        tr = predict(module, ds.train, batch, device)
+        batch, heads = cfg.train.eval_batch_size, ds.heads
+        test = predict(module, ds.test, batch, device, heads)
+        val = predict(module, ds.val, batch, device, heads) if len(ds.val) else None
+        tr = predict(module, ds.train, batch, device, heads)
         metrics = _metrics(fit, test, val, tr, ds, build_seconds + fit_seconds, memory_mb, module)
         metrics[Metric.BUILD_SECONDS] = build_seconds
         run.log_metrics(numeric(metrics))
-        cm = test.confusion(ds.num_classes)
+        cm = test.confusion(ds.num_classes) if not heads.multi else np.zeros((0, 0), np.int64)  # per item: one head
         run.log_dict(cfg.model_dump(), CONFIG_ARTIFACT)
-        run.log_dict({"classes": ds.class_names, "matrix": cm.tolist()}, CONFUSION_ARTIFACT)
+        if not heads.multi:
+            run.log_dict({"classes": ds.class_names, "matrix": cm.tolist()}, CONFUSION_ARTIFACT)
         fitted = Model.from_training(module.cpu(), cfg, ds)
         if cfg.tracking.log_weights:
             run.log_model(fitted)
@@ -318,5 +344,6 @@ def run_experiment(
         data=cfg.data.source, seed=cfg.seed, metrics=metrics,
         history=tuple(dict(h) for h in fit.history), class_names=tuple(ds.class_names),
         confusion_matrix=tuple(tuple(int(v) for v in row) for row in cm), framewise=ds.framewise,
+        heads=heads.names if heads.multi else (),
         run_id=run.run_id, config=cfg, model=fitted,
     )

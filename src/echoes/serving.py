@@ -34,6 +34,14 @@ class EchoesPyfunc(PythonModel):
         lengths = model_input.get("lengths") if isinstance(model_input, dict) else None
         proba = self.model.predict_proba(x, None if lengths is None else np.asarray(lengths, np.int64))
         names = self.model.class_names
+        heads = self.model.heads
+        if heads.multi:  # the action ("verb/noun"), its joint probability, then every head's probabilities
+            tops = [p.argmax(1) for p in proba.values()]
+            frame = pd.DataFrame(np.concatenate(list(proba.values()), 1), columns=[f"p_{n}" for n in names])
+            frame.insert(0, "probability", np.prod([p.max(1) for p in proba.values()], 0))
+            frame.insert(0, "label", ["/".join(c[t[i]] for c, t in zip(heads.classes, tops, strict=True))
+                                      for i in range(len(x))])
+            return frame
         if self.model.framewise:  # one list per sequence: a label and a probability per frame
             return pd.DataFrame({"label": [[names[i] for i in p.argmax(1)] for p in proba],
                                  "probability": [p.max(1).tolist() for p in proba]})

@@ -35,7 +35,7 @@ import numpy as np
 from .data import parse_source
 from .data.video.decode import to_rgb
 from .errors import EchoesError
-from .model import Model, softmax
+from .model import Model
 from .utils import atomic_write, check_output, require
 
 VIDEO_SOURCES = ("ucf101",)
@@ -372,7 +372,7 @@ def run_stream(model: Model, source: str, opts: StreamOptions, *, emit: Callable
     smoother = Smoother(opts.average, opts.ema)
     timeline = Timeline()
     writer = AnnotatedVideo(opts.out, rate) if opts.out else None
-    names = model.class_names
+    names = model.heads.label_names  # with several heads: every "verb/noun", scored jointly
     k = min(opts.top_k, len(names))
     feed = Feed()
     logits_of = model.stream(feed, window=opts.window, stride=opts.stride, sliding=opts.sliding)
@@ -398,7 +398,7 @@ def run_stream(model: Model, source: str, opts: StreamOptions, *, emit: Callable
             elif frame.index % opts.frame_step == 0:
                 t0 = time.perf_counter()
                 feed.item = to_vector(frame.data) if to_vector else frame.data
-                p = smoother(softmax(next(logits_of)))
+                p = smoother(model.heads.probabilities(next(logits_of)))
                 latency = time.perf_counter() - t0
                 latencies.append(latency)
                 steps += 1

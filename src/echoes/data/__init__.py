@@ -20,7 +20,7 @@ from ..registry import Registry
 from .heads import Heads
 from .sequences import Dataset, Sequences, check_finite, standardize, stratified_split
 
-SOURCE_MODULES = ("synthetic", "npz", "uea", "ucf101", "timit")
+SOURCE_MODULES = ("synthetic", "npz", "uea", "ucf101", "timit", "epic100")
 SOURCES = Registry("data source", "data", [f"{__name__}.{m}" for m in SOURCE_MODULES], group="echoes.data",
                    context=("name", "seed"))
 

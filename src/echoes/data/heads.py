@@ -15,6 +15,7 @@ A single head is the plain case: code = label, output = logits, loss = cross-ent
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -108,6 +109,20 @@ class Heads:
         parts = self.decode(y).unbind(-1)
         return torch.cat([nn.functional.one_hot(p, c).double() for p, c in zip(parts, self.sizes, strict=True)], -1)
 
+    @property
+    def label_names(self) -> list[str]:
+        """One name per label code: the class names, or ``verb/noun`` for every combination of the heads."""
+        return ["/".join(combo) for combo in itertools.product(*self.classes)]
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Logits [..., width] → probabilities [..., codes]: a softmax, or with several heads the product
+        of the heads' softmaxes over every combination (the joint score streaming ranks by)."""
+        parts = [softmax(z) for z in self.split(np.asarray(logits))]
+        joint = parts[0]
+        for p in parts[1:]:
+            joint = (joint[..., :, None] * p[..., None, :]).reshape(*p.shape[:-1], -1)
+        return joint
+
     # --- training signals -----------------------------------------------------------------------
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, weights: Sequence[float] | None = None,
@@ -154,3 +169,10 @@ class HeadsLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.heads.loss(logits, y, self.head_weights, self.label_smoothing)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (numpy)."""
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)

@@ -7,7 +7,8 @@ Keys ``X_train, y_train, X_test, y_test`` and optionally ``X_val, y_val``. Each
 - concatenated, (ΣT, F): every sequence's steps one after the other, with ``lengths_*``
   (N,) saying how many steps each has (they add up to ΣT).
 
-Labels may be ints or strings. The file is read without unpickling: object arrays
+Labels may be ints or strings. Several label heads (e.g. a verb and a noun): ``y_*`` of shape
+(N, H) and ``head_names`` (H,) naming the heads. The file is read without unpickling: object arrays
 (a list of (T_i, F) arrays saved as is) are refused unless ``data.allow_pickle=true``,
 because unpickling a file can run any code in it.
 """
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..errors import EchoesError
 from . import SourceData, register_source
+from .heads import Heads
 from .labels import encode_labels
 from .sequences import Sequences, check_finite, pad_sequences
 
@@ -166,19 +168,48 @@ def npz(name: str, *, seed: int = 0, allow_pickle: bool = False) -> SourceData: 
         for split in splits:
             arrays[split] = _arrays(where, npz_file, split, allow_pickle)
             y = _read(npz_file, f"y_{split}", where)
-            if y.ndim != 1 or len(y) != len(arrays[split]):
+            if y.ndim not in (1, 2) or len(y) != len(arrays[split]):
                 raise EchoesError(
                     f"{where}: y_{split} has {y.shape} labels for {len(arrays[split])} sequences in X_{split} "
-                    "— give one label per sequence"
+                    "— give one label per sequence (or one row of labels per sequence with head_names)"
                 )
             labels[split] = y
+        head_names = _head_names(npz_file, labels, where)
     features = {a[0].shape[1] for a in arrays.values()}
     if len(features) > 1:
         raise EchoesError(f"{where}: splits have different feature counts {sorted(features)} — use the same F")
-    encoded, classes = encode_labels(*(labels[s] for s in splits))
+    heads = None
+    if head_names is None:
+        encoded, classes = encode_labels(*(labels[s] for s in splits))
+    else:  # each head's labels encoded on their own, then every row's heads as one code
+        per_head = [encode_labels(*(labels[s][:, h] for s in splits)) for h in range(len(head_names))]
+        heads = Heads.of({name: names for name, (_, names) in zip(head_names, per_head, strict=True)})
+        encoded = [heads.encode(np.stack([codes[i] for codes, _ in per_head], 1)) for i in range(len(splits))]
+        classes = []
     t_max = max(len(a) for split in splits for a in arrays[split])
     seqs = {}
     for split, y in zip(splits, encoded, strict=True):
         x, lengths = pad_sequences(arrays[split], t_max)
         seqs[split] = Sequences(x, lengths, y)
-    return SourceData(train=seqs["train"], test=seqs["test"], val=seqs.get("val"), class_names=classes)
+    return SourceData(train=seqs["train"], test=seqs["test"], val=seqs.get("val"), class_names=classes, heads=heads)
+
+
+def _head_names(npz: np.lib.npyio.NpzFile, labels: dict[str, np.ndarray], where: str) -> list[str] | None:
+    """The names of the label heads when labels come as (N, H) rows (``head_names``), else None."""
+    widths = {y.shape[1] if y.ndim == 2 else None for y in labels.values()}
+    if widths == {None}:
+        if "head_names" in npz.files:
+            raise EchoesError(f"{where}: head_names given but the labels are one per sequence — give y_* "
+                              "of shape (N, heads), or drop head_names")
+        return None
+    if len(widths) > 1:
+        shapes = ", ".join(f"y_{k} {y.shape}" for k, y in labels.items())
+        raise EchoesError(f"{where}: the splits' labels have different shapes ({shapes}) — give one label per "
+                          "sequence in every split, or (N, heads) rows in every split with head_names")
+    if "head_names" not in npz.files:
+        raise EchoesError(f"{where}: y_* have several labels per sequence — add head_names, e.g. "
+                          "head_names=np.array(['verb', 'noun'])")
+    names = [str(n) for n in _read(npz, "head_names", where).ravel()]
+    if len(names) != widths.pop() or len(set(names)) != len(names):
+        raise EchoesError(f"{where}: head_names {names} must name each column of y_* once")
+    return names

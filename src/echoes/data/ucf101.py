@@ -32,7 +32,6 @@ run's ``skipped_files`` metric.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sys
 import warnings
@@ -40,11 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import utils
 from ..errors import EchoesError, SkippedFileWarning
 from . import SourceData, register_source
 from .sequences import Sequences
-from .video.cache import CachedSplit, Clip, FrameSettings, build_cache
+from .video.cache import CachedSplit, Clip, FrameSettings, build_cache, cache_folder
 
 GROUP = re.compile(r"_g(\d+)_c(\d+)\.\w+$", re.IGNORECASE)
 RAW_FRAMES_SIZE = 112
@@ -124,16 +122,17 @@ def _sequences(cached: CachedSplit, raw: bool) -> tuple[Sequences, np.ndarray]:
 
 
 def frame_settings(*, features: str = "small_cnn", weights: str | None = None, frames: int = 16,
-                   size: int | None = None, sampling: str = "uniform", seed: int = 0) -> FrameSettings:
+                   size: int | None = None, sampling: str = "uniform", seed: int = 0,
+                   source: str = "ucf101") -> FrameSettings:
     """What each frame becomes, defaults filled in and checked (also how a trained model's frames are made
-    when it streams)."""
+    when it streams); errors name ``source``."""
     from .video.backbones import backbone_info, resolve_weights
     from .video.decode import SAMPLING
 
     if sampling not in SAMPLING:
-        raise EchoesError(f"ucf101: data.sampling must be {' or '.join(SAMPLING)}, got '{sampling}'")
+        raise EchoesError(f"{source}: data.sampling must be {' or '.join(SAMPLING)}, got '{sampling}'")
     if not isinstance(frames, int) or frames < 1:
-        raise EchoesError(f"ucf101: data.frames must be a positive integer, got {frames!r}")
+        raise EchoesError(f"{source}: data.frames must be a positive integer, got {frames!r}")
     if features == "frames":
         weights, default_size = "none", RAW_FRAMES_SIZE
     else:
@@ -141,7 +140,7 @@ def frame_settings(*, features: str = "small_cnn", weights: str | None = None, f
         weights = resolve_weights(features, weights)
     size = default_size if size is None else size
     if not isinstance(size, int) or size < 8:
-        raise EchoesError(f"ucf101: data.size must be an integer >= 8 (pixels), got {size!r}")
+        raise EchoesError(f"{source}: data.size must be an integer >= 8 (pixels), got {size!r}")
     segments = sampling == "segments"  # only segment sampling draws (seeded) training offsets
     return FrameSettings(features, weights, frames, size, sampling, seed if segments else 0)
 
@@ -180,13 +179,10 @@ def ucf101(
     classes, splits = read_split(root, split)
 
     # one folder per dataset copy and settings; a changed source is re-extracted in place
-    resolved = root.resolve()
-    dataset = f"{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
     variant = f"split{split}-{features}-{weights}-{frames}x{size}-{sampling}"
     if segments:
         variant += f"-seed{seed}"
-    base = Path(cache_dir).expanduser() if cache_dir else utils.cache_dir()
-    folder = base / "ucf101" / dataset / variant
+    folder = cache_folder("ucf101", root, variant, cache_dir)
     if not (folder / "manifest.json").exists():
         total = sum(len(c) for c in splits.values())
         print(f"ucf101: caching {settings.describe()} for {total} clips in {folder} "

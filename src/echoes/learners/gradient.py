@@ -120,7 +120,7 @@ class GradientLearner:
         """(val accuracy, val loss), computed on rank 0 and broadcast: every rank decides early stopping alike."""
         out = torch.zeros(2, dtype=torch.float64, device=device)
         if distributed.is_main():
-            val = predict(model, data.val, train.eval_batch_size, device)
+            val = predict(model, data.val, train.eval_batch_size, device, data.heads)
             out += torch.tensor([val.accuracy, val.loss()], dtype=torch.float64, device=device)
         return tuple(distributed.broadcast(out).tolist())
 

@@ -50,7 +50,7 @@ class Run:
     def result(self) -> dict[str, Any]:
         """The plain row the figures take (and ``suite.summarize``): identity, metrics, curve."""
         return {Tag.DATA: self.data, Tag.LABEL: self.label, Tag.LEARNER: self.tags.get(Tag.LEARNER, "?"),
-                Tag.SEED: self.seed, **self.metrics, CURVE: self.curve}
+                Tag.SEED: self.seed, Tag.HEADS: self.tags.get(Tag.HEADS, ""), **self.metrics, CURVE: self.curve}
 
 
 @dataclass

@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..run import Metric, Tag
-from ..suite import SEEDS, SUMMARY_COLUMNS, format_cell, summarize
+from ..suite import SEEDS, TABLE_IDENTITY, format_cell, summarize, table_columns
 from .data import CURVE, Confusion, SweepData
 
 FIG_WIDTH, FIG_HEIGHT = 740, 440  # two figures side by side on a wide screen
-TABLE_HEADERS = ["dataset", "model", "learner", "seeds"] + [h for _, h, _ in SUMMARY_COLUMNS]
 IMPORTANCE_NOTE = "Parameter importances need at least 3 complete trials and a parameter that varies."
 
 
@@ -44,6 +43,9 @@ def build_figures(results: list[dict[str, Any]], sweeps: list[SweepData], confus
         out.figures["accuracy_vs_params"] = fig_accuracy_vs(rows, colours, Metric.TRAINABLE_PARAMS,
                                                             "trainable parameters")
         out.figures["peak_memory"] = fig_memory(rows, colours)
+        gap = fig_overfitting(rows, colours)
+        if gap is not None:
+            out.figures["overfitting_gap"] = gap
         curves = fig_curves(results, colours)
         if curves is not None:
             out.figures["learning_curves"] = curves
@@ -105,11 +107,13 @@ def _datasets(rows: list[dict[str, Any]]) -> list[str]:
 def fig_table(rows: list[dict[str, Any]]) -> Any:
     import plotly.graph_objects as go
 
+    columns = table_columns(rows)
+    headers = TABLE_IDENTITY + [h for _, h, _ in columns]
     cells = [[r[Tag.DATA] for r in rows], [r[Tag.LABEL] for r in rows], [r[Tag.LEARNER] for r in rows],
-             [str(r[SEEDS]) for r in rows]] + [[format_cell(r, k, f) for r in rows] for k, _, f in SUMMARY_COLUMNS]
-    widths = [max(len(h), *(len(c) for c in col)) + 2 for h, col in zip(TABLE_HEADERS, cells, strict=True)]
+             [str(r[SEEDS]) for r in rows]] + [[format_cell(r, k, f) for r in rows] for k, _, f in columns]
+    widths = [max(len(h), *(len(c) for c in col)) + 2 for h, col in zip(headers, cells, strict=True)]
     fig = go.Figure(go.Table(columnwidth=widths, cells={"values": cells, "align": "left", "height": 26},
-                             header={"values": TABLE_HEADERS, "fill_color": "#e8ecf3", "align": "left"}))
+                             header={"values": headers, "fill_color": "#e8ecf3", "align": "left"}))
     fig.update_layout(width=min(1600, 9 * sum(widths)), height=110 + 27 * len(rows),
                       margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       title="Comparison (mean ± std over seeds)")
@@ -161,6 +165,37 @@ def fig_memory(rows: list[dict[str, Any]], colours: dict[str, str]) -> Any:
                              error_y={"type": "data", "array": [r.get(f"{mem}_std", 0) for r in rs]}))
     fig.update_layout(title="Peak memory while training", barmode="group", yaxis_title="MB", width=FIG_WIDTH,
                       height=FIG_HEIGHT, template="plotly_white")
+    return fig
+
+
+def fig_overfitting(rows: list[dict[str, Any]], colours: dict[str, str]) -> Any | None:
+    """Training against validation accuracy per model (the action's with several label heads): the gap
+    is the distance below the diagonal — the diagnostic that tells overfitting from underfitting."""
+    import plotly.graph_objects as go
+
+    train, val = Metric.TRAIN_ACCURACY, Metric.VAL_ACCURACY
+    with_both = [r for r in rows if r.get(train) is not None and r.get(val) is not None]
+    if not with_both:
+        return None
+    datasets = _datasets(with_both)
+    fig, cell = _grid(len(datasets), datasets)
+    shown: set[str] = set()
+    for i, data in enumerate(datasets):
+        pts = [r for r in with_both if r[Tag.DATA] == data]
+        lo = min(0.0, *(min(r[train], r[val]) for r in pts))
+        fig.add_trace(go.Scatter(x=[lo, 1], y=[lo, 1], mode="lines", line={"dash": "dot", "color": "#999"},
+                                 name="no gap", legendgroup="diag", showlegend=i == 0, hoverinfo="skip"), **cell(i))
+        for r in pts:
+            label = r[Tag.LABEL]
+            fig.add_trace(go.Scatter(
+                x=[r[train]], y=[r[val]], mode="markers", name=label, legendgroup=label,
+                showlegend=label not in shown, marker={"color": colours[label], "size": 11},
+                hovertemplate=f"{label}<br>train %{{x:.3f}}<br>val %{{y:.3f}}<br>gap {r[train] - r[val]:+.3f}"
+                              "<extra></extra>"), **cell(i))
+            shown.add(label)
+        fig.update_xaxes(title_text="train accuracy", **cell(i))
+        fig.update_yaxes(title_text="val accuracy" if cell(i)["col"] == 1 else None, **cell(i))
+    fig.update_layout(title="Overfitting gap: train vs validation accuracy (below the diagonal: overfitting)")
     return fig
 
 

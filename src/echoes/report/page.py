@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from ..run import Tag
-from ..suite import SEEDS, SUMMARY_COLUMNS, format_cell
+from ..suite import SEEDS, TABLE_IDENTITY, format_cell, table_columns
 from ..sweep.outputs import fmt
 from ..utils import atomic_write, require
 from .data import ReportData, SweepData, read_report
-from .figures import FIG_HEIGHT, FIG_WIDTH, TABLE_HEADERS, Figures, best_point, build_figures
+from .figures import FIG_HEIGHT, FIG_WIDTH, Figures, best_point, build_figures
 
 Echo = Callable[[str], None]
 
@@ -66,7 +66,8 @@ def render_page(data: ReportData, figs: Figures) -> str:
         parts += ["<h2>Comparison</h2>",
                   "<p class='note'>Mean ± std over seeds; the latest finished run of each dataset × model × "
                   "seed.</p>", table_html(figs.rows, figs.colours),
-                  _figure_row(figs, ["accuracy_vs_time", "accuracy_vs_params", "peak_memory", "learning_curves"])]
+                  _figure_row(figs, ["accuracy_vs_time", "accuracy_vs_params", "peak_memory", "learning_curves",
+                                     "overfitting_gap"])]
     if "confusion_matrix" in figs.figures:
         parts += ["<h2>Confusion matrix</h2>", _figure(figs, "confusion_matrix")]
     for sweep in data.sweeps:
@@ -91,14 +92,16 @@ def _figure_row(figs: Figures, names: list[str]) -> str:
 def table_html(rows: list[dict[str, Any]], colours: dict[str, str]) -> str:
     """The comparison table, each model with its colour swatch."""
     out = ['<table class="results" id="comparison"><thead><tr>']
-    out += [f'<th class="{"text" if i < 3 else "num"}">{html.escape(h)}</th>' for i, h in enumerate(TABLE_HEADERS)]
+    columns = table_columns(rows)
+    headers = TABLE_IDENTITY + [h for _, h, _ in columns]
+    out += [f'<th class="{"text" if i < 3 else "num"}">{html.escape(h)}</th>' for i, h in enumerate(headers)]
     out.append("</tr></thead><tbody>")
     for r in rows:
         swatch = f'<span class="swatch" style="background:{colours[r[Tag.LABEL]]}"></span>'
         cells = [f'<td class="text">{html.escape(r[Tag.DATA])}</td>',
                  f'<td class="text">{swatch}{html.escape(r[Tag.LABEL])}</td>',
                  f'<td class="text">{html.escape(r[Tag.LEARNER])}</td>', f'<td>{r[SEEDS]}</td>']
-        cells += [f'<td data-key="{k}">{html.escape(format_cell(r, k, f))}</td>' for k, _, f in SUMMARY_COLUMNS]
+        cells += [f'<td data-key="{k}">{html.escape(format_cell(r, k, f))}</td>' for k, _, f in columns]
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)

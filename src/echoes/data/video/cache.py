@@ -34,17 +34,22 @@ import numpy as np
 import torch
 
 from ...utils import atomic_write, file_lock, progress
-from .decode import UnreadableVideo, decode_clip
+from ...utils import cache_dir as cache_home
+from .decode import UnreadableVideo, decode_clip, decode_frames
 
 FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
 class Clip:
-    path: Path  # absolute
-    rel: str  # as listed, e.g. ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi
-    label: int  # 0-based
+    """One sequence to extract: a whole video, or a segment of one (an EPIC-KITCHENS action)."""
+
+    path: Path  # absolute: a video file, or a folder of extracted frames (then `segment` is required)
+    rel: str  # as listed, e.g. ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi, or a narration id
+    label: int  # 0-based (several label heads: their code)
     group: int
+    # part of the video: (start, stop) in seconds of a video file, (first, last) frame numbers of a folder
+    segment: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,15 @@ class CacheResult:
     clips_per_second: float | None = None  # of this extraction (None when reused)
 
 
+def cache_folder(kind: str, root: Path, variant: str, cache_dir: str | None = None) -> Path:
+    """The cache folder of a source's copy in ``root`` with these settings (``variant``): one per dataset
+    copy (its folder name and a digest of its path) and settings, under ``cache_dir`` or the user's cache."""
+    resolved = root.resolve()
+    dataset = f"{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
+    base = Path(cache_dir).expanduser() if cache_dir else cache_home()
+    return base / kind / dataset / variant
+
+
 def fingerprint(splits: dict[str, list[Clip]]) -> str:
     """A digest of every listed clip: split, path, label, group and file size."""
     h = hashlib.sha256()
@@ -93,7 +107,8 @@ def fingerprint(splits: dict[str, list[Clip]]) -> str:
                 size = os.stat(c.path).st_size
             except OSError:
                 size = -1
-            h.update(f"{split}\t{c.rel}\t{c.label}\t{c.group}\t{size}\n".encode())
+            part = "" if c.segment is None else f"\t{c.segment[0]}\t{c.segment[1]}"  # whole clips: as before
+            h.update(f"{split}\t{c.rel}\t{c.label}\t{c.group}\t{size}{part}\n".encode())
     return h.hexdigest()
 
 
@@ -263,8 +278,7 @@ def _extract_split(folder: Path, name: str, clips: list[Clip], s: FrameSettings,
     def decode(row: int) -> np.ndarray | str:
         rng = np.random.default_rng([s.seed, row])  # fixed per clip: resuming gives the same frames
         try:
-            return decode_clip(clips[row].path, s.frames, s.size, sampling=s.sampling, train=name == "train",
-                               rng=rng)
+            return read_clip(clips[row], s, train=name == "train", rng=rng)
         except UnreadableVideo as e:
             return e.reason
 
@@ -291,6 +305,17 @@ def _extract_split(folder: Path, name: str, clips: list[Clip], s: FrameSettings,
         on_chunk(name, rows[-1] + 1, len(clips), len(rows))
     del x
     partial.replace(final)
+
+
+def read_clip(clip: Clip, s: FrameSettings, *, train: bool, rng: np.random.Generator) -> np.ndarray:
+    """A clip's sampled frames ``[frames, size, size, 3]``, from a video file or a folder of frames."""
+    if clip.path.is_dir():
+        if clip.segment is None:
+            raise UnreadableVideo(clip.path, "a folder of frames needs the first and last frame numbers")
+        first, last = (int(v) for v in clip.segment)
+        return decode_frames(clip.path, first, last, s.frames, s.size, sampling=s.sampling, train=train, rng=rng)
+    return decode_clip(clip.path, s.frames, s.size, sampling=s.sampling, train=train, rng=rng,
+                       segment=clip.segment)
 
 
 def _manifest(splits: dict[str, list[Clip]], s: FrameSettings, fp: str, embedder: FrameEmbedder,

@@ -6,7 +6,11 @@ Sampling (:func:`sample_indices`) gives exactly ``n`` frame indices per clip:
 - ``segments`` (TSN): the clip is cut into ``n`` equal segments and one frame is
   taken from each — at a random offset for training, at the centre for evaluation.
 
-Clips shorter than ``n`` frames repeat frames. Decoding (:func:`decode_clip`) is
+Clips shorter than ``n`` frames repeat frames. A *segment* of a long video (an
+EPIC-KITCHENS action: start and stop in seconds) is sampled the same way inside
+its own frames, the seconds turned into frames at the rate the file declares.
+A folder of extracted frames (``frame_0000000001.jpg``...) is read by
+:func:`decode_frames`. Decoding (:func:`decode_clip`) is
 sequential for short clips (the wanted frames are close together, so reading on
 is cheapest) and seeks to the keyframe before each wanted frame in long ones, so
 a ten-minute video is not decoded whole to keep 16 frames. Kept frames are
@@ -26,6 +30,7 @@ import numpy as np
 from ...utils import require
 
 SAMPLING = ("uniform", "segments")
+FRAME_FILE = "frame_{:010d}.jpg"  # EPIC-KITCHENS' extracted frames, numbered from 1
 
 
 class UnreadableVideo(Exception):
@@ -61,6 +66,12 @@ def sample_indices(
     else:
         pos = (edges[:-1] + edges[1:]) / 2
     return np.minimum(np.floor(pos), num_frames - 1).astype(np.int64)
+
+
+def segment_frames(segment: tuple[float, float], rate: float) -> tuple[int, int]:
+    """The frames ``[first, stop)`` (0-based) of a segment ``(start, stop)`` in seconds at ``rate`` frames/s."""
+    first = max(0, round(segment[0] * rate))
+    return first, max(first + 1, round(segment[1] * rate))
 
 
 def to_rgb(frame, size: int) -> np.ndarray:  # noqa: ANN001 (av.VideoFrame)
@@ -134,27 +145,44 @@ def decode_clip(
     sampling: str = "uniform",
     train: bool = False,
     rng: np.random.Generator | None = None,
+    segment: tuple[float, float] | None = None,
     seek_threshold: int = 300,
     seek_gap: int = 48,
 ) -> np.ndarray:
     """``frames`` sampled frames of a clip as uint8 ``[frames, size, size, 3]`` RGB.
 
-    Clips with more than ``seek_threshold`` frames are read by seeking; a header
-    that over-counts frames (truncated files) is corrected by a second pass.
+    ``segment`` (start, stop) in seconds samples inside that part of the video only.
+    Frames past ``seek_threshold`` are read by seeking; a header that over-counts
+    frames (truncated files) is corrected by a second pass.
     """
     av = require("av", "video")
+    rate = 0.0
+
+    def pick(total: int) -> np.ndarray:
+        """The frame indices to read among a video's ``total`` frames."""
+        first, stop = 0, total
+        if segment is not None:
+            if not rate:
+                raise UnreadableVideo(path, "no frame rate in the file to place the segment by")
+            first, stop = segment_frames(segment, rate)
+            stop = min(stop, total)
+            if first >= stop:
+                raise UnreadableVideo(path, f"segment {segment[0]:.2f}-{segment[1]:.2f}s starts past the end "
+                                            f"({total} frames at {rate:g} fps)")
+        return first + sample_indices(stop - first, frames, sampling, train=train, rng=rng)
 
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise UnreadableVideo(path, "no video stream")
             stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or 0)
             total = int(stream.frames or 0)
             got: dict[int, np.ndarray] | None = None
             if total > 0:
-                idx = sample_indices(total, frames, sampling, train=train, rng=rng)
+                idx = pick(total)
                 wanted = sorted(set(idx.tolist()))
-                if total > seek_threshold:
+                if wanted[-1] > seek_threshold:
                     got = _seeking(container, stream, wanted, size, seek_gap)
                     if got is not None and len(got) < len(wanted):
                         total, got = 0, None  # header over-counted: count for real below
@@ -168,7 +196,7 @@ def decode_clip(
                     total = sum(1 for _ in _decoded(container, container.streams.video[0]))
             if total <= 0:
                 raise UnreadableVideo(path, "no decodable frames")
-            idx = sample_indices(total, frames, sampling, train=train, rng=rng)
+            idx = pick(total)
             with av.open(str(path)) as container:
                 got, _ = _sequential(container, container.streams.video[0], set(idx.tolist()), size)
             if len(got) < len(set(idx.tolist())):
@@ -177,4 +205,36 @@ def decode_clip(
         raise UnreadableVideo(path, f"{type(e).__name__}: {e}") from None
     except (OSError, ValueError, EOFError, MemoryError) as e:
         raise UnreadableVideo(path, f"{type(e).__name__}: {e}") from None
+    return np.stack([got[i] for i in idx.tolist()])
+
+
+def decode_frames(
+    folder: str | Path,
+    first: int,
+    last: int,
+    frames: int = 16,
+    size: int = 112,
+    *,
+    sampling: str = "uniform",
+    train: bool = False,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """``frames`` sampled frames among the images numbered ``first..last`` (inclusive) of a folder of
+    extracted frames, as uint8 ``[frames, size, size, 3]`` RGB; a missing or broken image raises
+    :class:`UnreadableVideo`."""
+    av = require("av", "video")
+    image = require("PIL.Image", "video")
+
+    if last < first:
+        raise UnreadableVideo(folder, f"frames {first}..{last}: the last comes before the first")
+    idx = first + sample_indices(last - first + 1, frames, sampling, train=train, rng=rng)
+    got: dict[int, np.ndarray] = {}
+    for n in sorted(set(idx.tolist())):
+        file = Path(folder) / FRAME_FILE.format(n)
+        try:
+            with image.open(file) as img:
+                rgb = np.asarray(img.convert("RGB"))
+        except (OSError, ValueError) as e:  # missing, truncated, not an image
+            raise UnreadableVideo(file, f"{type(e).__name__}: {e}") from None
+        got[n] = to_rgb(av.VideoFrame.from_ndarray(rgb, format="rgb24"), size)  # resized as video frames are
     return np.stack([got[i] for i in idx.tolist()])

@@ -71,7 +71,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str 
     """Encode uint8 RGB frames ``[T, H, W, 3]`` (even H, W) into a video file."""
     av = require("av", "video")
 
-    with av.open(str(path), "w", format=Path(path).suffix.lstrip(".") or None) as out:
+    with av.open(str(path), "w", format=Path(path).suffix.lstrip(".").lower() or None) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
