@@ -45,8 +45,9 @@ def lstm_detached_loss(model, x, lengths, y, smoothing):
     return torch.nn.functional.cross_entropy(logits, target, label_smoothing=smoothing)
 
 
+@pytest.mark.parametrize("chunk", [None, 1, 5])  # one chunk; step by step; chunks with a ragged last one
 @pytest.mark.parametrize("framewise", [True, False])
-def test_lsnn_eprop_equals_autodiff_with_detached_recurrent_spikes(batch, framewise):
+def test_lsnn_eprop_equals_autodiff_with_detached_recurrent_spikes(batch, framewise, chunk):
     x, lengths, y_frames, y_seq = batch
     y = y_frames if framewise else y_seq
     model = create_model("lsnn", input_size=4, num_classes=3, framewise=framewise, hidden_size=8,
@@ -59,24 +60,27 @@ def test_lsnn_eprop_equals_autodiff_with_detached_recurrent_spikes(batch, framew
     reference = grads(model)
     assert all(g.abs().max() > 0 for g in reference.values())  # every path is exercised
     model.zero_grad()
-    eprop_loss, correct, count = lsnn_eprop(model, x, lengths, y, smoothing=0.1)
+    eprop_loss, correct, count = lsnn_eprop(model, x, lengths, y, smoothing=0.1, chunk=chunk)
     for name, g in grads(model).items():
         assert torch.allclose(g, reference[name], atol=1e-5, rtol=0), name
     assert torch.isclose(eprop_loss, loss)
     assert correct == int((logits.argmax(1) == target).sum()) and count == len(target)
 
 
+@pytest.mark.parametrize("chunk", [None, 1, 5])
 @pytest.mark.parametrize("framewise", [True, False])
-def test_lstm_eprop_equals_autodiff_with_detached_hidden_state(batch, framewise):
+def test_lstm_eprop_equals_autodiff_with_detached_hidden_state(batch, framewise, chunk):
     x, lengths, y_frames, y_seq = batch
     y = y_frames if framewise else y_seq
     model = create_model("lstm", input_size=4, num_classes=3, framewise=framewise, hidden_size=6).double()
-    lstm_detached_loss(model, x, lengths, y, 0.1).backward()
+    loss = lstm_detached_loss(model, x, lengths, y, 0.1)
+    loss.backward()
     reference = grads(model)
     model.zero_grad()
-    lstm_eprop(model, x, lengths, y, smoothing=0.1)
+    eprop_loss, correct, count = lstm_eprop(model, x, lengths, y, smoothing=0.1, chunk=chunk)
     for name, g in grads(model).items():
         assert torch.allclose(g, reference[name], atol=1e-5, rtol=0), name
+    assert torch.isclose(eprop_loss, loss) and count == (int((y >= 0).sum()) if framewise else len(y))
 
 
 def test_random_feedback_changes_only_the_learning_signal(batch):

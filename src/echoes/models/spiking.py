@@ -101,12 +101,23 @@ class SpikingLayer(nn.Module):
         zeros = like.new_zeros(batch, self.hidden_size)
         return State(zeros, zeros, zeros, zeros)
 
-    def step(self, i_in: torch.Tensor, s: State, detach_recurrent: bool = False) -> tuple[State, torch.Tensor]:
-        """One step driven by the input current W_in x_t + b; returns the new state and (v − A)/v_th."""
+    def recurrent_weight(self) -> torch.Tensor:
+        """(W_rec without self-connections)ᵀ, as a step multiplies the spikes by it."""
+        return (self.w_rec * self.rec_mask).T
+
+    def step(self, i_in: torch.Tensor, s: State, detach_recurrent: bool = False,
+             w_rec: torch.Tensor | None = None) -> tuple[State, torch.Tensor]:
+        """One step driven by the input current W_in x_t + b; returns the new state and (v − A)/v_th.
+
+        ``w_rec``: :meth:`recurrent_weight`, when the caller computed it once for all steps.
+        """
         z_rec = s.z.detach() if detach_recurrent else s.z
-        v = self.alpha * s.v + i_in + z_rec @ (self.w_rec * self.rec_mask).T - self.threshold * s.z.detach()
+        w_rec = self.recurrent_weight() if w_rec is None else w_rec
+        v = self.alpha * s.v + i_in + z_rec @ w_rec - self.threshold * s.z.detach()
         a = self.rho * s.a + s.z
         x = (v - self.threshold - self.beta * a) / self.threshold
+        if not self.refractory:  # no neuron is ever held: skip the bookkeeping (ref stays 0)
+            return State(v, a, SpikeFunction.apply(x), s.ref), x
         free = s.ref <= 0
         z = SpikeFunction.apply(x) * free
         ref = torch.where(z > 0, torch.full_like(s.ref, self.refractory), (s.ref - 1).clamp(min=0))
@@ -115,10 +126,10 @@ class SpikingLayer(nn.Module):
     def forward(self, x: torch.Tensor, detach_recurrent: bool = False) -> torch.Tensor:
         """x [B,T,F] → spikes [B,T,H]."""
         i_in = x @ self.w_in.T + self.bias
-        s = self.initial_state(x.shape[0], x)
+        s, w_rec = self.initial_state(x.shape[0], x), self.recurrent_weight()
         spikes = []
         for t in range(x.shape[1]):
-            s, _ = self.step(i_in[:, t], s, detach_recurrent)
+            s, _ = self.step(i_in[:, t], s, detach_recurrent, w_rec)
             spikes.append(s.z)
         return torch.stack(spikes, 1)
 
