@@ -1,6 +1,7 @@
-"""Defaults that need no tuning: calibrated ridge scores."""
+"""Defaults that need no tuning: calibrated ridge scores, a training budget that fits the data."""
 
 import numpy as np
+import pytest
 import torch
 from test_ridge import FirstStep, dataset, fit, problem
 
@@ -50,8 +51,6 @@ def test_ridge_scores_are_calibrated():
 def test_no_validation_split_for_leave_one_out(tmp_path):
     """data.val_fraction=0: ridge trains on every training series, val metrics are None; an iterative
     learner is refused before anything runs."""
-    import pytest
-
     from echoes import train
     from echoes.config import ExperimentConfig
     from echoes.errors import EchoesError
@@ -88,3 +87,65 @@ def test_ridge_run_builds_no_optimizer():
     for learner, imported in (("ridge", "False"), ("gradient", "True")):
         out = subprocess.run([sys.executable, "-c", code.format(learner)], capture_output=True, text=True, check=True)
         assert out.stdout.strip().splitlines()[-1] == imported
+
+
+def test_auto_training_budget_adapts_to_the_data_size():
+    """Small sets get min_steps optimizer steps (epochs raised, capped), large ones 30 epochs; the batch is
+    about an eighth of the set within [8, 64]; early stopping waits for enough validation series."""
+    from echoes.config import AUTO_MAX_EPOCHS, AUTO_MIN_VAL, TrainConfig
+
+    auto = TrainConfig()
+    small = auto.resolved(n_train=32, n_val=8)
+    assert small.batch_size == 8 and small.epochs == 250  # 4 steps an epoch → 1000 steps
+    assert small.patience is None and small.warmup_steps == 50  # 5% of the steps
+    assert small.checkpoint_every == 12  # about 20 checkpoints a run
+    mid = auto.resolved(n_train=320, n_val=AUTO_MIN_VAL)
+    assert mid.batch_size == 40 and mid.epochs == 125 and mid.patience == 31
+    large = auto.resolved(n_train=20000, n_val=2500)
+    assert large.batch_size == 64 and large.epochs == 30 and large.patience == 10 and large.checkpoint_every == 1
+    assert auto.resolved(n_train=3, n_val=1).epochs == AUTO_MAX_EPOCHS
+    two = auto.resolved(n_train=320, n_val=8, world_size=2)  # per rank: 160 series, batch 20, 8 steps
+    assert two.batch_size == 20 and two.epochs == 125
+    fewer = TrainConfig(min_steps=100).resolved(n_train=32, n_val=8)
+    assert fewer.epochs == 30  # never fewer than 30 epochs
+    given = TrainConfig(epochs=3, batch_size=5, patience=2, warmup_steps=0, checkpoint_every=2)
+    assert given.resolved(n_train=32, n_val=8) == given
+
+
+def test_lr_warms_up_linearly_then_stays_or_decays_to_zero():
+    import math
+
+    from echoes.config import TrainConfig
+    from echoes.learners.gradient import lr_schedule
+
+    def lrs(**kw):
+        train = TrainConfig(epochs=10, lr=1.0, **kw)
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=train.lr)
+        sched, out = lr_schedule(opt, train, steps=4), []
+        for _ in range(40):
+            out.append(opt.param_groups[0]["lr"])  # the lr this step uses
+            opt.step()
+            sched.step()
+        return np.array(out)
+
+    const = lrs(warmup_steps=8)
+    assert np.allclose(const[:8], np.arange(1, 9) / 8) and np.allclose(const[8:], 1.0)
+    cos = lrs(warmup_steps=4, schedule="cosine")
+    assert np.allclose(cos[:3], np.arange(1, 4) / 4 * [0.5 * (1 + math.cos(math.pi * s / 40)) for s in range(3)])
+    assert np.all(np.diff(cos[4:]) < 0) and cos[-1] < 0.01  # one decay to (nearly) zero at the end
+    restarts = lrs(warmup_steps=0, schedule="cosine", restart_epochs=2)  # 8 steps a period
+    assert restarts[0] == 1.0 and restarts[8] == 1.0 and restarts[4] == pytest.approx(0.5)
+
+
+def test_default_training_runs_the_planned_budget(tmp_path):
+    """Default settings on a tiny set: the planned epochs (min_steps / steps per epoch) all run (too few
+    validation series to stop early), the lr warms up, and the plan is reported."""
+    from echoes import train
+
+    r = train(None, model="gru", data="synthetic:recall", tracking=False,
+              **{"model.hidden_size": 8, "data.n_train": 40, "data.n_test": 10, "data.min_length": 8,
+                 "data.max_length": 12, "train.min_steps": 80, "tracking.results_dir": str(tmp_path)})
+    # 32 training series → batch 8, 4 steps an epoch: 20 epochs make 80 steps, but never fewer than 30
+    assert r["planned_epochs"] == 30 and r["epochs"] == 30 and r["batch_size"] == 8 and r["patience"] == 0
+    lrs = [h["lr"] for h in r.history]
+    assert lrs[0] < lrs[1] == lrs[-1] == pytest.approx(3e-3)  # warm-up: 5% of 120 steps = 6 steps

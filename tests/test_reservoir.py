@@ -64,6 +64,20 @@ def test_spectral_radius_is_exact(method):
     assert np.abs(np.linalg.eigvals(scaled)).max() == pytest.approx(0.9, abs=1e-9)
 
 
+@pytest.mark.parametrize("units, connectivity, seed", [(40, 0.3, 0), (120, 0.1, 1), (250, 0.05, 2), (400, 1.0, 3)])
+def test_arpack_radius_matches_all_eigenvalues_and_is_deterministic(units, connectivity, seed):
+    """The radius from ARPACK's largest-magnitude eigenvalues is numpy's (every eigenvalue) to 1e-9
+    relative, and the same W always gives bit-identical eigenvalues (ARPACK starts from a fixed vector)."""
+    layer = make_layer(2, units, rng=np.random.default_rng(seed), spectral_radius=1.0, connectivity=connectivity,
+                       input_scaling=1.0, input_connectivity=1.0, bias_scaling=0.0, leak_rate=1.0,
+                       activation="tanh", effective_radius=False, sparse=None, dtype=torch.float64)
+    w = layer.w.numpy()  # dense float64 (the CSR copy is made for the step)
+    assert np.abs(np.linalg.eigvals(w)).max() == pytest.approx(1.0, rel=1e-9)
+    first, again = eigenvalues(w, "arpack"), eigenvalues(w.copy(), "arpack")
+    assert len(first) == 8 and np.array_equal(first, again)
+    assert np.abs(first).max() == pytest.approx(np.abs(np.linalg.eigvals(w)).max(), rel=1e-9)
+
+
 def test_model_reservoir_radius_and_effective_leaky_radius():
     w = esn(units=200, spectral_radius=1.1).members[0][0].w.double().numpy()
     assert np.abs(np.linalg.eigvals(w)).max() == pytest.approx(1.1, abs=1e-5)

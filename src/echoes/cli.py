@@ -96,9 +96,9 @@ def stopped_early(r: Any) -> str | None:
     from .run import Metric
 
     epochs, best = r.metrics.get(Metric.EPOCHS), r.metrics.get(Metric.BEST_EPOCH)
-    planned = r.config.train.epochs if r.config is not None else None
+    planned = r.metrics.get("planned_epochs") or (r.config.train.epochs if r.config is not None else None)
     one_pass = not getattr(LEARNERS.get(r.learner), "iterative", True)  # ridge: one pass, never "stopped"
-    if one_pass or not (epochs and best and planned) or epochs >= planned:
+    if one_pass or not (epochs and best and isinstance(planned, int | float)) or epochs >= planned:
         return None
     return f"stopped early at epoch {epochs}, best epoch {best} restored"
 

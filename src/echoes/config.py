@@ -10,9 +10,10 @@ chosen builder (checked against its signature when it is built); ``train`` and
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Hashable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -66,26 +67,58 @@ class DataConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+Auto = Literal["auto"]
+
+
 class TrainConfig(BaseModel):
-    """Settings shared by iterative learners (gradient, e-prop)."""
+    """Settings shared by iterative learners (gradient, e-prop).
+
+    ``auto`` values (the defaults) adapt to the training set's size when the fit starts
+    (:meth:`resolved`); a number given by the user is used exactly as given.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(32, ge=1)
+    # auto: enough epochs for `min_steps` optimizer steps, at least 30 and at most AUTO_MAX_EPOCHS
+    epochs: Annotated[int, Field(ge=1)] | Auto = "auto"
+    min_steps: int = Field(1000, ge=1)  # epochs=auto: optimizer steps a small training set still gets
+    batch_size: Annotated[int, Field(ge=1)] | Auto = "auto"  # auto: about 1/8 of the training set, 8 to 64
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
-    restart_epochs: int = Field(10, ge=1)  # cosine: epochs to the first warm restart
+    restart_epochs: int | None = Field(None, ge=1)  # cosine: epochs between warm restarts; None: one decay to the end
+    warmup_steps: Annotated[int, Field(ge=0)] | Auto = "auto"  # linear lr warm-up; auto: 5% of the planned steps
     clip_grad_norm: float | None = 1.0
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     head_weights: list[float] | None = None  # several label heads: the weight of each one's loss (None: 1 each)
-    patience: int | None = 10  # early stopping on validation accuracy; None: off
+    # early stopping on validation accuracy; None: off; auto: off on fewer than AUTO_MIN_VAL validation
+    # series (a few of them would decide it), else a quarter of the planned epochs, at least 10
+    patience: Annotated[int, Field(ge=1)] | Auto | None = "auto"
     amp: bool = True  # mixed precision, used only on CUDA
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_batch_size: int = Field(256, ge=1)
-    checkpoint_every: int = Field(1, ge=0)  # epochs between resumable checkpoints; 0: none
+    # epochs between resumable checkpoints; 0: none; auto: about AUTO_CHECKPOINTS a run (every epoch up to that many)
+    checkpoint_every: Annotated[int, Field(ge=0)] | Auto = "auto"
     keep_checkpoints: int = Field(1, ge=1)  # how many of the latest checkpoints stay on disk
     nproc: int = Field(1, ge=1)  # data-parallel processes on this machine: >1 re-launches `echoes train` under torchrun
+
+    def resolved(self, n_train: int, n_val: int, world_size: int = 1) -> TrainConfig:
+        """These settings with every ``auto`` replaced by its value for ``n_train`` training sequences
+        split over ``world_size`` data-parallel processes and ``n_val`` validation sequences."""
+        per_rank = max(math.ceil(n_train / world_size), 1)
+        batch = self.batch_size if self.batch_size != "auto" else min(max(round(per_rank / 8), 8), 64)
+        steps_per_epoch = math.ceil(per_rank / batch)
+        epochs = self.epochs if self.epochs != "auto" else min(
+            max(math.ceil(self.min_steps / steps_per_epoch), AUTO_MIN_EPOCHS), AUTO_MAX_EPOCHS)
+        patience = self.patience if self.patience != "auto" else None if n_val < AUTO_MIN_VAL else max(10, epochs // 4)
+        warmup = self.warmup_steps if self.warmup_steps != "auto" else round(0.05 * epochs * steps_per_epoch)
+        every = self.checkpoint_every if self.checkpoint_every != "auto" else max(1, epochs // AUTO_CHECKPOINTS)
+        return self.model_copy(update={"epochs": epochs, "batch_size": batch, "patience": patience,
+                                       "warmup_steps": warmup, "checkpoint_every": every})
+
+
+AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 30, 300  # epochs=auto: large sets get 30 epochs, tiny ones at most 300
+AUTO_CHECKPOINTS = 20  # checkpoint_every=auto: a checkpoint costs ~50 ms, a tiny set's epoch less
+AUTO_MIN_VAL = 100  # patience=auto: validation series needed before early stopping may end a run
 
 
 class TrackingConfig(BaseModel):
@@ -258,13 +291,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def config_error(e: ValidationError) -> EchoesError:
     err = e.errors()[0]
-    loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    loc = [str(p) for p in err["loc"] if not _union_member(str(p))]
     key = ".".join(loc)
     if err["type"] == "extra_forbidden":
         parent = _section_fields(loc[:-1])
         return EchoesError(f"unknown config key '{key}' — {did_you_mean(loc[-1], parent)}")
     value = err.get("input")
-    return EchoesError(f"config key '{key}': {err['msg'].lower()} (got {value!r})")
+    auto = any(x["type"] == "literal_error" and "'auto'" in x["msg"] for x in e.errors()[1:])  # e.g. epochs
+    return EchoesError(f"config key '{key}': {err['msg'].lower()}{' or auto' if auto else ''} (got {value!r})")
+
+
+def _union_member(part: str) -> bool:
+    """pydantic's names of a union's members in an error's location (``constrained-int``, ``literal['auto']``)."""
+    return part.startswith(("function-", "constrained-", "literal[")) or part in ("int", "float", "str", "bool", "none")
 
 
 def _section_fields(loc: list[str]) -> list[str]:

@@ -64,11 +64,11 @@ def _restore(part: Any, saved: Any) -> None:
 class Checkpoints:
     """The checkpoint folder of one run: ``epoch-NNNN.pt`` files, the latest ``keep`` kept.
 
-    ``every`` epochs (and at the loop's end) :meth:`save` writes one; :meth:`load` reads the
-    latest into :attr:`state`, which a learner's ``fit`` resumes from. ``meta`` (e.g. the
-    MLflow run id) goes into every file."""
+    ``every`` epochs (and at the loop's end) :meth:`save` writes one (``"auto"``: the learner sets
+    ``every`` when its fit starts); :meth:`load` reads the latest into :attr:`state`, which a learner's
+    ``fit`` resumes from. ``meta`` (e.g. the MLflow run id) goes into every file."""
 
-    def __init__(self, folder: str | Path, every: int = 1, keep: int = 1) -> None:
+    def __init__(self, folder: str | Path, every: int | str = 1, keep: int = 1) -> None:
         self.folder = Path(folder)
         self.every, self.keep = every, max(keep, 1)
         self.meta: dict[str, Any] = {}

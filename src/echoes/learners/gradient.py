@@ -34,6 +34,26 @@ def epoch_batches(seqs: Sequences, batch_size: int, generator: torch.Generator, 
     return seqs.subset(mine).batches(batch_size, device=device), math.ceil(len(mine) / batch_size)
 
 
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch on each rank (every rank steps alike: see :func:`epoch_batches`)."""
+    return math.ceil(math.ceil(n_train / distributed.world_size()) / batch_size)
+
+
+def lr_schedule(opt: torch.optim.Optimizer, train: TrainConfig, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate after each optimizer step: a linear warm-up over ``train.warmup_steps``, then
+    constant or cosine (to zero at the end, or restarted every ``train.restart_epochs``); ``steps`` per epoch."""
+    period = steps * (train.restart_epochs or train.epochs)
+
+    def factor(step: int) -> float:  # the factor of the lr used for optimizer step `step` (0-based)
+        warm = min(1.0, (step + 1) / train.warmup_steps) if train.warmup_steps else 1.0
+        if train.schedule == "constant":
+            return warm
+        done = step % period if train.restart_epochs else min(step, period)
+        return warm * 0.5 * (1 + math.cos(math.pi * done / period))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 @register_learner("gradient")
 class GradientLearner:
     """Gradient descent on every trainable parameter (BPTT for recurrent models).
@@ -74,11 +94,11 @@ class GradientLearner:
 
     def train_epoch(self, model: SequenceModel, batches: Iterable[tuple[torch.Tensor, ...]],
                     opt: torch.optim.Optimizer, sched: Any, scaler: torch.amp.GradScaler, loss_fn: HeadsLoss,
-                    train: TrainConfig, epoch: int, steps_per_epoch: int) -> tuple[float, float]:
+                    train: TrainConfig) -> tuple[float, float]:
         """One pass over the training batches; returns (mean loss, accuracy) over what counted."""
         model.train()
         total_loss, correct, count = 0.0, 0, 0
-        for step, (x, lengths, y) in enumerate(batches):
+        for x, lengths, y in batches:
             opt.zero_grad(set_to_none=True)
             loss, batch_correct, batch_count = self.backward(model, x, lengths, y, loss_fn, scaler)
             if train.clip_grad_norm:
@@ -86,8 +106,7 @@ class GradientLearner:
                 nn.utils.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
             scaler.step(opt)
             scaler.update()
-            if sched is not None:  # warm restarts count in fractional epochs
-                sched.step(epoch - 1 + (step + 1) / steps_per_epoch)
+            sched.step()
             total_loss += loss.item() * batch_count
             correct += batch_correct
             count += batch_count
@@ -116,23 +135,26 @@ class GradientLearner:
         on_epoch: EpochCallback | None = None,
         checkpoint: Checkpoints | None = None,
     ) -> FitResult:
-        """Train for ``train.epochs`` (fewer with early stopping); with ``checkpoint``, save the loop
-        after every ``checkpoint.every`` epochs and first continue from ``checkpoint.state``."""
+        """Train for ``train.epochs`` (fewer with early stopping; ``auto`` settings resolved for this
+        training set, see ``FitResult.extra``); with ``checkpoint``, save the loop after every
+        ``checkpoint.every`` epochs and first continue from ``checkpoint.state``."""
         fit_t0 = time.perf_counter()
+        train = train.resolved(len(data.train), len(data.val), distributed.world_size())
+        if checkpoint is not None:
+            checkpoint.every = train.checkpoint_every
         generator = torch.Generator().manual_seed(seed)
         model.to(device)
         opt = self.make_optimizer(model, train)
         # Under torchrun: gradients averaged over the ranks in backward; rank 0 validates and checkpoints.
         net = model if not distributed.active() else DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-        sched = None
-        if train.schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=train.restart_epochs)
+        sched = lr_schedule(opt, train, steps_per_epoch(len(data.train), train.batch_size))
         use_amp = train.amp and device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         loss_fn = data.heads.criterion(train.head_weights, train.label_smoothing)  # Σ heads' cross-entropies
 
-        result = FitResult()
+        result = FitResult(extra={"planned_epochs": train.epochs, "batch_size": train.batch_size,
+                                  "patience": train.patience or 0})
         best, best_state, stale, start, stopped = (-1.0, 0.0), None, 0, 1, False
         parts = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler, **self.checkpoint_parts()}
         loop = checkpoint.restore(parts, generator) if checkpoint is not None else None
@@ -143,10 +165,9 @@ class GradientLearner:
             result.resumed_from, result.seconds_before_resume = loop["epoch"], loop["seconds"]
         for epoch in range(start, train.epochs + 1):
             t0 = time.perf_counter()
-            batches, steps_per_epoch = epoch_batches(data.train, train.batch_size, generator, device)
-            batches = progress(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{train.epochs}", unit="batch")
-            train_loss, train_accuracy = self.train_epoch(net, batches, opt, sched, scaler, loss_fn, train,
-                                                          epoch, steps_per_epoch)
+            batches, steps = epoch_batches(data.train, train.batch_size, generator, device)
+            batches = progress(batches, total=steps, desc=f"epoch {epoch}/{train.epochs}", unit="batch")
+            train_loss, train_accuracy = self.train_epoch(net, batches, opt, sched, scaler, loss_fn, train)
             seconds = time.perf_counter() - t0
             val_accuracy, val_loss = self.validate(model, data, train, device)
             metrics = {

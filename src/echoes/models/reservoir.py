@@ -38,10 +38,12 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda z: z,
 }
 
-# Up to this size the spectral radius comes from all eigenvalues (LAPACK, exact);
-# above it from ARPACK's 8 largest-magnitude eigenvalues (one alone is unreliable on
-# random matrices, whose eigenvalues crowd the rim of a disc).
+# The spectral radius comes from ARPACK's 8 largest-magnitude eigenvalues (one alone is unreliable on
+# random matrices, whose eigenvalues crowd the rim of a disc) from a fixed start vector, so the same W
+# always gets the same scale; all eigenvalues (LAPACK) only for tiny W, and up to this size for the
+# effective radius of leaky units, which needs the whole spectrum. See BENCHMARKS.md for the timings.
 DENSE_EIGEN_MAX_UNITS = 1000
+ARPACK_MIN_UNITS = 32
 # On CPU a sparse (CSR) W is used at or below this connectivity, from this many units
 # up; measured by benchmarks/esn_harvest.py (see BENCHMARKS.md).
 SPARSE_MAX_CONNECTIVITY = 0.1
@@ -73,17 +75,16 @@ def random_matrix(rows: int, cols: int, density: float, rng: np.random.Generator
     return out.reshape(rows, cols)
 
 
-def eigenvalues(w: np.ndarray, method: str = "auto") -> np.ndarray:
-    """All eigenvalues ("dense") or the 8 largest in magnitude ("arpack"; "auto" picks by size)."""
+def eigenvalues(w: np.ndarray, method: str = "arpack") -> np.ndarray:
+    """The 8 largest in magnitude ("arpack", by sparse products with W) or all eigenvalues ("dense")."""
     n = w.shape[0]
-    if method == "auto":
-        method = "dense" if n <= DENSE_EIGEN_MAX_UNITS else "arpack"
-    if method == "arpack" and n > 10:
+    if method == "arpack" and n >= ARPACK_MIN_UNITS:
         import scipy.sparse as sp
         from scipy.sparse.linalg import ArpackNoConvergence, eigs
 
+        start = np.random.default_rng(0).standard_normal(n)  # ARPACK's own start is random: results would vary
         try:
-            return eigs(sp.csr_matrix(w), k=8, ncv=min(n - 1, 32), which="LM", tol=0,
+            return eigs(sp.csr_matrix(w), k=8, ncv=min(n - 1, 64), which="LM", tol=1e-10, v0=start,
                         return_eigenvectors=False, maxiter=50 * n)
         except ArpackNoConvergence:
             pass  # rare; the dense route is slower but always answers
@@ -250,7 +251,8 @@ def make_layer(n_in: int, units: int, *, rng: np.random.Generator, spectral_radi
                sparse: bool | None, dtype: torch.dtype) -> ReservoirLayer:
     """Draw one reservoir; W is rescaled to exactly the spectral radius asked for."""
     w = random_matrix(units, units, connectivity, rng, "normal")
-    w *= radius_scale(eigenvalues(w), spectral_radius, leak_rate, effective_radius)
+    whole = effective_radius and leak_rate != 1.0 and units <= DENSE_EIGEN_MAX_UNITS
+    w *= radius_scale(eigenvalues(w, "dense" if whole else "arpack"), spectral_radius, leak_rate, effective_radius)
     w_in = random_matrix(units, n_in, input_connectivity, rng) * input_scaling
     bias = rng.uniform(-1, 1, units) * bias_scaling
     if sparse is None:
@@ -569,9 +571,9 @@ def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: in
 
     Draws members × num_reservoirs reservoirs from independent streams of the seed.
     ``input_scaling`` None scales W_in by 1/√(inputs per unit), so any number of
-    standardised features drives the units alike. The spectral radius is exact: all
-    eigenvalues up to 1000 units, ARPACK above. Layer l > 1 of a DeepESN is driven by
-    layer l-1 through dense weights uniform in ±coupling_strength/√units. ``auto`` leak_rate,
+    standardised features drives the units alike. The spectral radius is exact (ARPACK's
+    largest-magnitude eigenvalues; all of them for the effective radius up to 1000 units). Layer l > 1
+    of a DeepESN is driven by layer l-1 through dense weights uniform in ±coupling_strength/√units. ``auto`` leak_rate,
     spectral_radius or input_scaling are built as 0.1, 0.9 and 1/√inputs, and tuned by the ridge learner.
     """
     torch_dtype = to_dtype(dtype)
