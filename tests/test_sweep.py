@@ -248,3 +248,27 @@ def test_a_sweep_whose_every_trial_fails_exits_2_naming_the_first_error(run_dir,
         rows = list(csv.DictReader(f))
     assert [(r["state"], r["model.hidden_size"]) for r in rows] == [("fail", "4"), ("fail", "8"), ("fail", "16")]
     assert all(r["error"].startswith("RuntimeError: out of memory") for r in rows)
+
+
+def test_a_worker_joining_a_database_study_waits_for_its_budget(tracked_dir, tiny_npz):
+    """Two workers started together on a database: the one that found the study already created waits
+    until its creator has enqueued the budget, instead of enqueueing every slot a second time."""
+    from echoes.sweep.liveness import SLOT
+    from echoes.sweep.prepare import SPEC, refill, spec_fingerprint
+
+    url = f"sqlite:///{tracked_dir / 'study.db'}"
+    sweep = load_sweep(_write(tracked_dir / "g.yaml", tiny_npz, sampler="grid", trials=None,
+                              space={"model.hidden_size": [4, 6, 8]}), [f"storage={url}"])
+    optuna.create_study(study_name=sweep.name, storage=url, direction="maximize")  # created, not yet filled
+    joined = {}
+    worker = threading.Thread(target=lambda: joined.update(study=open_study(sweep, echo=lambda _: None)))
+    worker.start()
+    time.sleep(1.0)
+    assert worker.is_alive()  # waiting for the creator
+    creator = optuna.load_study(study_name=sweep.name, storage=url)
+    refill(sweep, creator)
+    creator.set_user_attr(SPEC, spec_fingerprint(sweep))
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    slots = sorted(t.user_attrs[SLOT] for t in creator.get_trials(deepcopy=False))
+    assert slots == [0, 1, 2]  # each slot once

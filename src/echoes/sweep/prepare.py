@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from .liveness import SLOT, Echo, counts, lost_reason, retry, slot
 from .optuna_parts import make_storage
 
 SPEC = "echoes.spec"  # study user attr: what makes two runs of a sweep the same study
+PREPARE_TIMEOUT_S = 60.0  # how long a worker waits for the one that created the study to enqueue its budget
 
 
 def spec_fingerprint(sweep: Sweep) -> str:
@@ -61,20 +63,34 @@ def open_study(sweep: Sweep, echo: Echo = print) -> Any:
             raise EchoesError(f"sweep '{sweep.name}' exists in {sweep.storage_url} with direction "
                               f"{study.direction.name.lower()} — keep it, or give this sweep another name")
         fingerprint = spec_fingerprint(sweep)
-        known = study.user_attrs.get(SPEC)
-        if known is None:
+        if not resumed:  # the budget first, then the fingerprint: a study with one is ready to resume
+            added = refill(sweep, study)
             study.set_user_attr(SPEC, fingerprint)
-        elif known != fingerprint:
-            raise EchoesError(f"sweep '{sweep.name}' already exists in {sweep.storage_url} with another base, "
-                              f"space or objective — give this one another name (name=...) or delete "
-                              f"that study to start over")
-        added = refill(sweep, study)
+        else:
+            if wait_until_prepared(study, fingerprint) != fingerprint:
+                raise EchoesError(f"sweep '{sweep.name}' already exists in {sweep.storage_url} with another "
+                                  f"base, space or objective — give this one another name (name=...) or delete "
+                                  f"that study to start over")
+            added = refill(sweep, study)
         _parent_run(sweep, study)
     if resumed:
         c = counts(study.get_trials(deepcopy=False), sweep.budget)
         echo(f"resuming sweep '{sweep.name}': {c['finished']}/{sweep.budget} trials finished"
              + (f", {added} enqueued" if added else ""))
     return study
+
+
+def wait_until_prepared(study: Any, fingerprint: str, timeout: float = PREPARE_TIMEOUT_S) -> str:
+    """The study's fingerprint, once the command that created it has enqueued the budget. Workers that
+    start together on a database (no file lock there) would otherwise each see an empty study and
+    enqueue every slot. A study without one after ``timeout`` (its creator died first) becomes ours."""
+    deadline = time.monotonic() + timeout
+    while (known := study.user_attrs.get(SPEC)) is None:  # read from the storage on every call
+        if time.monotonic() > deadline:
+            study.set_user_attr(SPEC, fingerprint)
+            return fingerprint
+        time.sleep(0.2)
+    return known
 
 
 def refill(sweep: Sweep, study: Any) -> int:
