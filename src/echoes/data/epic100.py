@@ -30,18 +30,16 @@ naming each action; the count is the run's ``skipped_files`` metric.
 from __future__ import annotations
 
 import csv
-import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import EchoesError, SkippedFileWarning
+from ..errors import EchoesError
 from . import SourceData, register_source
 from .heads import Heads
 from .sequences import Sequences
 from .ucf101 import frame_settings
-from .video.cache import CachedSplit, Clip, build_cache, cache_folder
+from .video.cache import CachedSplit, Clip, extract_source
 
 TRAIN, VALIDATION = "EPIC_100_train.csv", "EPIC_100_validation.csv"
 CLASSES = {"verb": "EPIC_100_verb_classes.csv", "noun": "EPIC_100_noun_classes.csv"}
@@ -205,20 +203,8 @@ def epic100(
     splits = {"train": read_actions(root, ann / TRAIN, heads, people),
               "test": read_actions(root, ann / VALIDATION, heads, people)}
 
-    variant = f"{settings.features}-{settings.weights}-{frames}x{settings.size}-{sampling}"
-    if sampling == "segments":
-        variant += f"-seed{seed}"
-    folder = cache_folder("epic100", root, variant, cache_dir)
-    if not (folder / "manifest.json").exists():
-        total = sum(len(c) for c in splits.values())
-        print(f"epic100: caching {settings.describe()} for {total} actions in {folder} "
-              "(once; later runs reuse it)", file=sys.stderr)
-    cache = build_cache(folder, splits, settings, device=resolve_device(device), workers=workers,
-                        clip_batch=clip_batch)
-    skipped = [s for part in cache.splits.values() for s in part.skipped]
-    for s in skipped:
-        warnings.warn(f"epic100: skipped unreadable action {s['clip']} ({s['reason']})", SkippedFileWarning,
-                      stacklevel=2)
+    folder, cache, skipped = extract_source("epic100", root, splits, settings, item="action", cache_dir=cache_dir,
+                                            device=resolve_device(device), workers=workers, clip_batch=clip_batch)
     train, train_rows = _readable(cache.splits["train"], settings.raw)
     test, test_rows = _readable(cache.splits["test"], settings.raw)
     tested = [splits["test"][i] for i in test_rows]
@@ -227,7 +213,7 @@ def epic100(
         "feature_cache": str(folder),
         "features": settings.describe(),
         "cache_reused": cache.reused,
-        "skipped_files": len(skipped),
+        "skipped_files": skipped,
         "test_ids": [c.rel for c in tested],
     }
     if cache.clips_per_second is not None:

@@ -33,16 +33,14 @@ run's ``skipped_files`` metric.
 from __future__ import annotations
 
 import re
-import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import EchoesError, SkippedFileWarning
+from ..errors import EchoesError
 from . import SourceData, register_source
 from .sequences import Sequences
-from .video.cache import CachedSplit, Clip, FrameSettings, build_cache, cache_folder
+from .video.cache import CachedSplit, Clip, FrameSettings, extract_source
 
 GROUP = re.compile(r"_g(\d+)_c(\d+)\.\w+$", re.IGNORECASE)
 RAW_FRAMES_SIZE = 112
@@ -174,32 +172,21 @@ def ucf101(
 
     settings = frame_settings(features=features, weights=weights, frames=frames, size=size,
                               sampling=sampling, seed=seed)
-    weights, size, raw, segments = settings.weights, settings.size, settings.raw, sampling == "segments"
+    raw = settings.raw
     root = Path(name).expanduser()
     classes, splits = read_split(root, split)
 
     # one folder per dataset copy and settings; a changed source is re-extracted in place
-    variant = f"split{split}-{features}-{weights}-{frames}x{size}-{sampling}"
-    if segments:
-        variant += f"-seed{seed}"
-    folder = cache_folder("ucf101", root, variant, cache_dir)
-    if not (folder / "manifest.json").exists():
-        total = sum(len(c) for c in splits.values())
-        print(f"ucf101: caching {settings.describe()} for {total} clips in {folder} "
-              "(once; later runs reuse it)", file=sys.stderr)
-    cache = build_cache(folder, splits, settings, device=resolve_device(device), workers=workers,
-                        clip_batch=clip_batch)
-    skipped = [s for part in cache.splits.values() for s in part.skipped]
-    for s in skipped:
-        warnings.warn(f"ucf101: skipped unreadable clip {s['clip']} ({s['reason']})",
-                      SkippedFileWarning, stacklevel=2)
+    folder, cache, skipped = extract_source("ucf101", root, splits, settings, prefix=f"split{split}-",
+                                            cache_dir=cache_dir, device=resolve_device(device), workers=workers,
+                                            clip_batch=clip_batch)
     train, groups = _sequences(cache.splits["train"], raw)
     test, _ = _sequences(cache.splits["test"], raw)
     info = {
         "feature_cache": str(folder),
         "features": settings.describe(),
         "cache_reused": cache.reused,
-        "skipped_files": len(skipped),
+        "skipped_files": skipped,
     }
     if cache.clips_per_second is not None:
         info["extraction_clips_per_second"] = cache.clips_per_second

@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...errors import SkippedFileWarning
 from ...utils import atomic_write, file_lock, progress
 from ...utils import cache_dir as cache_home
 from .decode import UnreadableVideo, decode_clip, decode_frames
@@ -96,6 +99,29 @@ def cache_folder(kind: str, root: Path, variant: str, cache_dir: str | None = No
     dataset = f"{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
     base = Path(cache_dir).expanduser() if cache_dir else cache_home()
     return base / kind / dataset / variant
+
+
+def extract_source(kind: str, root: Path, splits: dict[str, list[Clip]], settings: FrameSettings, *,
+                   prefix: str = "", item: str = "clip", cache_dir: str | None = None, device: torch.device,
+                   workers: int, clip_batch: int) -> tuple[Path, CacheResult, int]:
+    """A video source's features: its cache folder for these settings (``prefix`` names what else
+    chose the clips, e.g. a split), extracted on first use, unreadable ``item``s warned of by name.
+    Returns (folder, the cache, how many were skipped)."""
+    s = settings
+    variant = f"{prefix}{s.features}-{s.weights}-{s.frames}x{s.size}-{s.sampling}"
+    if s.sampling == "segments":  # training offsets are drawn per seed
+        variant += f"-seed{s.seed}"
+    folder = cache_folder(kind, root, variant, cache_dir)
+    if not (folder / "manifest.json").exists():
+        total = sum(len(c) for c in splits.values())
+        print(f"{kind}: caching {s.describe()} for {total} {item}s in {folder} (once; later runs reuse it)",
+              file=sys.stderr)
+    cache = build_cache(folder, splits, s, device=device, workers=workers, clip_batch=clip_batch)
+    skipped = [x for part in cache.splits.values() for x in part.skipped]
+    for x in skipped:
+        warnings.warn(f"{kind}: skipped unreadable {item} {x['clip']} ({x['reason']})", SkippedFileWarning,
+                      stacklevel=3)
+    return folder, cache, len(skipped)
 
 
 def fingerprint(splits: dict[str, list[Clip]]) -> str:
