@@ -143,6 +143,8 @@ FILES = {
     "nan": _npz(X_train=np.full((6, 3, 1), np.nan), y_train=Y, X_test=X[:2], y_test=Y[:2]),
     "label_count": _npz(X_train=X, y_train=Y[:5], X_test=X[:2], y_test=Y[:2]),
     "labels_2d": _npz(X_train=X, y_train=np.zeros((6, 3)), X_test=X[:2], y_test=Y[:2]),
+    "two_heads": _npz(X_train=X, y_train=np.stack([Y, Y[::-1]], 1), X_test=X[:2], y_test=np.stack([Y[:2], Y[:2]], 1),
+                      head_names=np.array(["verb", "noun"])),
     "heads_unnamed": _npz(X_train=X, y_train=np.stack([Y, Y], 1), X_test=X[:2], y_test=np.stack([Y[:2], Y[:2]], 1)),
     "object_x": _npz(X_train=_object_array(), y_train=Y, X_test=X[:2], y_test=Y[:2]),
     "object_y": _npz(X_train=X, y_train=np.array(list(Y), dtype=object), X_test=X[:2], y_test=Y[:2]),
@@ -329,6 +331,14 @@ CASES = [
     ("npz-single-class", T("data=npz:{one_class}"), "single class \\('cat'\\) — a classifier needs"),
     ("npz-text-features", T("data=npz:{strings_x}"), "has dtype <U1 — store a float array"),
     ("npz-feature-mismatch", T("data=npz:{feature_mismatch}"), r"different feature counts \[1, 2\] — use the same"),
+    # --- several label heads, EPIC-KITCHENS ---------------------------------------------------
+    ("heads-weights", T("model=mean_pool", "data=npz:{two_heads}", "train.head_weights=[1.0]", "train.epochs=1"),
+     "train.head_weights has 1 values for 2 label heads \\(verb, noun\\) — give one weight per head"),
+    ("heads-eprop", T("model=lstm", "learner=eprop", "data=npz:{two_heads}", "train.epochs=1"),
+     "learner=eprop trains one label head.* — use learner=gradient"),
+    ("epic-missing", T("data=epic100:{dir}/nowhere"), "EPIC_100_train.csv not found .* `echoes data make-epic ROOT`"),
+    ("cli-make-epic-size", ["data", "make-epic", "{dir}", "--size", "12"], "--size must look like 96x64"),
+    ("cli-make-epic-verbs", ["data", "make-epic", "{dir}", "--verbs", "1"], "verbs must be 2..8"),
     # --- ucf101 ---------------------------------------------------------------------------
     ("ucf-missing", T("data=ucf101:{dir}/nowhere"), "make-videos"),
     ("ucf-split", T(*UCF, "data.split=4"), "split must be 1, 2 or 3"),
