@@ -108,8 +108,23 @@ def test_auto_training_budget_adapts_to_the_data_size():
     assert two.batch_size == 20 and two.epochs == 125
     fewer = TrainConfig(min_steps=100).resolved(n_train=32, n_val=8)
     assert fewer.epochs == 30  # never fewer than 30 epochs
-    given = TrainConfig(epochs=3, batch_size=5, patience=2, warmup_steps=0, checkpoint_every=2)
-    assert given.resolved(n_train=32, n_val=8) == given
+    given = TrainConfig(epochs=3, batch_size=5, patience=2, warmup_steps=0, checkpoint_every=2, lr=0.02)
+    assert given.resolved(n_train=32, n_val=8, model_lr=1e-3) == given
+    assert auto.resolved(n_train=32, n_val=8, model_lr=1e-3).lr == 1e-3
+
+
+def test_lr_auto_is_the_models_own():
+    """train.lr=auto: the LSTM trains at 1e-3 (better on GunPoint, ArrowHead, recall: BENCHMARKS.md), other
+    models at 3e-3; a given lr wins. The lr used is reported."""
+    from echoes import train
+
+    options = {"model.hidden_size": 8, "data.n_train": 40, "data.n_test": 10, "data.min_length": 8,
+               "data.max_length": 12, "train.epochs": 2}
+    lstm = train(None, model="lstm", data="synthetic:recall", tracking=False, **options)
+    gru = train(None, model="gru", data="synthetic:recall", tracking=False, **options)
+    given = train(None, model="lstm", data="synthetic:recall", tracking=False, **options, **{"train.lr": 0.02})
+    assert (lstm["learning_rate"], gru["learning_rate"], given["learning_rate"]) == (1e-3, 3e-3, 0.02)
+    assert lstm.history[-1]["lr"] == pytest.approx(1e-3)  # after the warm-up
 
 
 def test_lr_warms_up_linearly_then_stays_or_decays_to_zero():

@@ -82,7 +82,7 @@ class TrainConfig(BaseModel):
     epochs: Annotated[int, Field(ge=1)] | Auto = "auto"
     min_steps: int = Field(1000, ge=1)  # epochs=auto: optimizer steps a small training set still gets
     batch_size: Annotated[int, Field(ge=1)] | Auto = "auto"  # auto: about 1/8 of the training set, 8 to 64
-    lr: float = Field(3e-3, gt=0)
+    lr: Annotated[float, Field(gt=0)] | Auto = "auto"  # auto: the model's own (3e-3; the LSTM's 1e-3)
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
     restart_epochs: int | None = Field(None, ge=1)  # cosine: epochs between warm restarts; None: one decay to the end
@@ -101,9 +101,10 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(1, ge=1)  # how many of the latest checkpoints stay on disk
     nproc: int = Field(1, ge=1)  # data-parallel processes on this machine: >1 re-launches `echoes train` under torchrun
 
-    def resolved(self, n_train: int, n_val: int, world_size: int = 1) -> TrainConfig:
+    def resolved(self, n_train: int, n_val: int, world_size: int = 1, model_lr: float = 3e-3) -> TrainConfig:
         """These settings with every ``auto`` replaced by its value for ``n_train`` training sequences
-        split over ``world_size`` data-parallel processes and ``n_val`` validation sequences."""
+        split over ``world_size`` data-parallel processes and ``n_val`` validation sequences, and a model
+        whose own learning rate is ``model_lr``."""
         per_rank = max(math.ceil(n_train / world_size), 1)
         batch = self.batch_size if self.batch_size != "auto" else min(max(round(per_rank / 8), 8), 64)
         steps_per_epoch = math.ceil(per_rank / batch)
@@ -113,7 +114,8 @@ class TrainConfig(BaseModel):
         warmup = self.warmup_steps if self.warmup_steps != "auto" else round(0.05 * epochs * steps_per_epoch)
         every = self.checkpoint_every if self.checkpoint_every != "auto" else max(1, epochs // AUTO_CHECKPOINTS)
         return self.model_copy(update={"epochs": epochs, "batch_size": batch, "patience": patience,
-                                       "warmup_steps": warmup, "checkpoint_every": every})
+                                       "warmup_steps": warmup, "checkpoint_every": every,
+                                       "lr": model_lr if self.lr == "auto" else self.lr})
 
 
 AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 30, 300  # epochs=auto: large sets get 30 epochs, tiny ones at most 300

@@ -139,7 +139,7 @@ class GradientLearner:
         training set, see ``FitResult.extra``); with ``checkpoint``, save the loop after every
         ``checkpoint.every`` epochs and first continue from ``checkpoint.state``."""
         fit_t0 = time.perf_counter()
-        train = train.resolved(len(data.train), len(data.val), distributed.world_size())
+        train = train.resolved(len(data.train), len(data.val), distributed.world_size(), model.default_lr)
         if checkpoint is not None:
             checkpoint.every = train.checkpoint_every
         generator = torch.Generator().manual_seed(seed)
@@ -154,7 +154,7 @@ class GradientLearner:
         loss_fn = data.heads.criterion(train.head_weights, train.label_smoothing)  # Σ heads' cross-entropies
 
         result = FitResult(extra={"planned_epochs": train.epochs, "batch_size": train.batch_size,
-                                  "patience": train.patience or 0})
+                                  "patience": train.patience or 0, "learning_rate": train.lr})
         best, best_state, stale, start, stopped = (-1.0, 0.0), None, 0, 1, False
         parts = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler, **self.checkpoint_parts()}
         loop = checkpoint.restore(parts, generator) if checkpoint is not None else None

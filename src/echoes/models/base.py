@@ -69,6 +69,7 @@ class SequenceModel(nn.Module):
 
     family: str = "other"
     default_learner: str = "gradient"
+    default_lr: float = 3e-3  # the learning rate train.lr=auto gives this model (gradient learners)
     readout: nn.Module
 
     def __init__(self, input_size: int, num_classes: int, framewise: bool = False) -> None:
