@@ -330,7 +330,7 @@ def run_experiment(
         metrics = _metrics(fit, test, val, tr, ds, build_seconds + fit_seconds, memory_mb, module)
         metrics[Metric.BUILD_SECONDS] = build_seconds
         run.log_metrics(numeric(metrics))
-        cm = test.confusion(ds.num_classes) if not heads.multi else np.zeros((0, 0), np.int64)  # per item: one head
+        cm = test.confusion(ds.num_classes) if not heads.multi else np.zeros((0, 0), np.int64)  # one head only
         run.log_dict(cfg.model_dump(), CONFIG_ARTIFACT)
         if not heads.multi:
             run.log_dict({"classes": ds.class_names, "matrix": cm.tolist()}, CONFUSION_ARTIFACT)
