@@ -103,7 +103,7 @@ def two_heads(tmp_path_factory):
 @pytest.mark.parametrize("model", ["esn", "lstm"])
 def test_two_heads_train_predict_save_and_load(two_heads, model, tmp_path):
     path, xte, yte = two_heads
-    r = train(model=model, data=f"npz:{path}", **{"tracking.enabled": False, "train.epochs": 8,
+    r = train(model=model, data=f"npz:{path}", **{"tracking.enabled": False, "train.epochs": 8, "train.lr": 3e-3,
                                                    "model.hidden_size" if model == "lstm" else "model.units": 32})
     predicted = r.model.predict(xte)
     assert predicted.shape == (len(xte), 2)
