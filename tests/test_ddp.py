@@ -41,11 +41,15 @@ def test_ridge_on_two_ranks_equals_one_process(run_dir, tiny_npz):
     one, two = echoes.load_model(run_dir / "one"), echoes.load_model(run_dir / "two")
     w1, w2 = one.module.readout.weight.detach(), two.module.readout.weight.detach()
     assert torch.count_nonzero(w1) > 0
-    torch.testing.assert_close(w2, w1, atol=1e-6, rtol=0)
-    torch.testing.assert_close(two.module.readout.bias.detach(), one.module.readout.bias.detach(), atol=1e-6, rtol=0)
-    # λ follows the scale of the summed statistics: a rank counting rows twice would double it
-    alphas = [json.loads((run_dir / f"{n}.json").read_text())["ridge_alpha"] for n in ("one", "two")]
-    assert alphas[1] == pytest.approx(alphas[0], rel=1e-9)
+    # float32 features summed in another order: equal to rounding (weights reach ~3 with a tuned radius)
+    torch.testing.assert_close(w2, w1, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(two.module.readout.bias.detach(), one.module.readout.bias.detach(), atol=1e-6, rtol=1e-6)
+    # λ follows the scale of the summed statistics: a rank counting rows twice would double it; the `auto`
+    # reservoir settings are chosen alike
+    out = [json.loads((run_dir / f"{n}.json").read_text()) for n in ("one", "two")]
+    assert out[1]["ridge_alpha"] == pytest.approx(out[0]["ridge_alpha"], rel=1e-9)
+    for key in ("esn_leak_rate", "esn_spectral_radius", "esn_input_scaling"):
+        assert out[1][key] == out[0][key]
 
 
 def test_gradient_on_two_ranks_converges_and_logs_one_run(tracked_dir, tiny_npz):

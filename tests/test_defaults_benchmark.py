@@ -14,6 +14,9 @@ def test_defaults_benchmark_runs_small(tmp_path, monkeypatch):
 
     assert {"esn", "lstm", "transformer", "lmu_fft"} <= set(defaults.sequence_models())
     assert "cnn_lstm" not in defaults.sequence_models()  # raw frames only
+    reference = defaults.published()  # the bake off's results shipped with aeon: the default split's accuracy
+    assert reference["uea:ArrowHead"] == (0.8685714285714285, "HIVE-COTE 2, bake off redux 2024")
+    assert reference["uea:PickupGestureWiimoteZ"][1].startswith("WEASEL 2.0 on the _eq version")
     args = ["--small", "--models", "esn", "lstm", "--seeds", "0", "--out", str(tmp_path), "--tag", "t.1"]
     out = defaults.main(args)
     rows = [json.loads(line) for line in (tmp_path / "defaults-t.1.jsonl").read_text().splitlines()]

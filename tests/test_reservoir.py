@@ -16,10 +16,12 @@ from echoes.models import create_model
 from echoes.models.reservoir import eigenvalues, make_layer, radius_scale
 
 SMALL = dict(units=60, connectivity=0.2)
+FIXED = dict(leak_rate=0.1, spectral_radius=0.9, input_scaling=None)  # the settings `auto` builds before tuning
 
 
 def esn(name="esn", f=3, c=2, **kw):
-    return create_model(name, input_size=f, num_classes=c, **{**SMALL, **kw})
+    """A small reservoir, fixed settings unless ``kw`` says otherwise (the default, ``auto``, is tuned by ridge)."""
+    return create_model(name, input_size=f, num_classes=c, **{**SMALL, **FIXED, **kw})
 
 
 def reference_states(model, x):
@@ -278,12 +280,24 @@ def test_state_dicts_saved_before_tuning_still_load():
     assert new.members[0][0].leak_rate == 0.3
 
 
-def test_auto_options_need_a_selection():
-    with pytest.raises(EchoesError, match="effective_radius=false"):
+def test_auto_is_the_default_and_effective_radius_needs_fixed_settings():
+    default = create_model("esn", input_size=3, num_classes=2, **SMALL)
+    assert set(default.tunable) == {"leak_rate", "spectral_radius", "input_scaling"}
+    with pytest.raises(EchoesError, match="model.leak_rate=0.3 model.spectral_radius=0.9"):
         esn(leak_rate="auto", effective_radius=True)
+
+
+def test_auto_options_with_a_fixed_alpha_are_scored_at_that_alpha():
+    """learner.alpha fixed: candidates are scored by leave-one-out at that λ alone, and the readout kept is
+    the chosen reservoir's ridge fit at that λ."""
     from echoes.config import TrainConfig
     from echoes.learners import create_learner
 
-    with pytest.raises(EchoesError, match="leave learner.alpha unset"):
-        create_learner("ridge", alpha=1.0).fit(esn(leak_rate="auto"), _motion_like(), TrainConfig(),
-                                               device=torch.device("cpu"), seed=0)
+    ds, cpu = _motion_like(), torch.device("cpu")
+    ridge = create_learner("ridge", alpha=1.0, calibrate=False)
+    model = esn(leak_rate="auto", seed=1)
+    result = ridge.fit(model, ds, TrainConfig(), device=cpu, seed=0)
+    assert result.extra["ridge_alpha"] == 1.0 and result.extra["tune_candidates"] == 4
+    fixed = esn(leak_rate=result.extra["esn_leak_rate"], seed=1)
+    ridge.fit(fixed, ds, TrainConfig(), device=cpu, seed=0)
+    torch.testing.assert_close(model.readout.weight, fixed.readout.weight)

@@ -212,7 +212,8 @@ class RidgeLearner:
     train.eval_batch_size; on CUDA, for reservoirs, as many as fit in half the free device
     memory). ``cache_mb``: features kept in memory for the selection pass; beyond it they
     are recomputed. ``calibrate``: fit a temperature on the held-out outputs that chose λ
-    (with a fixed ``alpha`` nothing is held out: T stays 1).
+    (with a fixed ``alpha`` nothing is held out and T stays 1, unless ``auto`` model options are tuned:
+    then the candidates are scored and calibrated by leave-one-out at that λ).
     """
 
     iterative = False  # one pass, no early stopping: needs no validation split with leave-one-out
@@ -264,9 +265,6 @@ class RidgeLearner:
         """A model's ``auto`` settings, one at a time (coordinate search, in ``tunable``'s order, from the
         best so far): each candidate harvested once and scored as λ is — accuracy of the best λ, ties by
         squared error. The best candidate's reservoir (``model.retune``) and readout are kept."""
-        if self.alpha is not None:
-            raise EchoesError(f"model options {', '.join(tunable)} = auto are chosen by the scores that choose λ, "
-                              "which a fixed learner.alpha skips — leave learner.alpha unset or fix those options")
         t0 = time.perf_counter()
         scores: dict[tuple, tuple[float, float]] = {}
         best: tuple | None = None  # (score, settings, readout state, metrics, extra)
@@ -278,7 +276,7 @@ class RidgeLearner:
                 if key in scores:
                     continue
                 model.retune(**settings)
-                metrics, extra, scores[key] = self._fit_readout(model, data, train, device)
+                metrics, extra, scores[key] = self._fit_readout(model, data, train, device, scored=True)
                 if best is None or scores[key] > best[0]:
                     readout = {k: v.clone() for k, v in model.readout.state_dict().items()}
                     best = (scores[key], settings, readout, metrics, extra)
@@ -289,10 +287,11 @@ class RidgeLearner:
         metrics = {**metrics, **chosen, "tune_seconds": time.perf_counter() - t0, "tune_candidates": len(scores)}
         return metrics, {**extra, **chosen, "tune_candidates": len(scores)}
 
-    def _fit_readout(self, model: SequenceModel, data: Dataset, train: TrainConfig, device: torch.device
-                     ) -> tuple[dict[str, float], dict[str, object], tuple[float, float]]:
+    def _fit_readout(self, model: SequenceModel, data: Dataset, train: TrainConfig, device: torch.device,
+                     scored: bool = False) -> tuple[dict[str, float], dict[str, object], tuple[float, float]]:
         """Harvest, solve, write the readout: (metrics, extra, score — the selection's (accuracy,
-        -squared error); (0, 0) with a fixed λ)."""
+        -squared error); (0, 0) with a fixed λ unless ``scored``: then it is scored at that λ alone,
+        as tuning ``auto`` options needs)."""
         blocks = [_Block(a, b, lin, device) for a, b, lin in readout_blocks(model.readout)]
         bs = self.batch_size or train.eval_batch_size
         t0 = time.perf_counter()
@@ -328,7 +327,7 @@ class RidgeLearner:
         extra: dict[str, float | str | bool] = {"ridge_dual": all(b.dual for b in blocks)}
         metrics: dict[str, float] = {}
         score = (0.0, 0.0)
-        if self.alpha is not None:
+        if self.alpha is not None and not scored:
             alpha = float(self.alpha)
             for block in blocks:
                 block.write(block.solve(alpha))
@@ -401,7 +400,8 @@ class RidgeLearner:
         ``source`` (leave-one-out on the training rows, or plain predictions), write the best."""
         device = blocks[0].device
         scale = float(np.mean([b.scale for b in blocks])) or 1.0
-        grid = [a * scale for a in RELATIVE_ALPHAS] if self.alphas is None else list(self.alphas)
+        grid = ([self.alpha] if self.alpha is not None else list(self.alphas) if self.alphas is not None
+                else [a * scale for a in RELATIVE_ALPHAS])
         alphas = torch.tensor(grid, dtype=torch.float64, device=device)
         for block in blocks:
             block.decompose()

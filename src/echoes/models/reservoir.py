@@ -536,14 +536,14 @@ class ESNOptions(Options):
 
     units: int = Field(500, ge=1, description="reservoir neurons (per layer)")
     spectral_radius: PositiveFloat | Literal["auto"] = Field(
-        0.9, description="largest |eigenvalue| of W: memory vs. stability (auto: chosen by the ridge learner)")
+        "auto", description="largest |eigenvalue| of W: memory vs. stability (auto: chosen by the ridge learner)")
     connectivity: float = Field(0.1, gt=0, le=1, description="share of nonzero recurrent weights")
     input_scaling: PositiveFloat | Literal["auto"] | None = Field(
-        None, description="scale of W_in (null: 1/√(inputs per unit); auto: ×0.5, 1 or 2 of that, chosen by ridge)")
+        "auto", description="scale of W_in (null: 1/√(inputs per unit); auto: ×0.5, 1 or 2 of that, chosen by ridge)")
     input_connectivity: float = Field(1.0, gt=0, le=1, description="share of nonzero input weights")
     bias_scaling: float = Field(1.0, ge=0, description="scale of the random bias")
     leak_rate: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = Field(
-        0.1, description="a in h ← (1-a)h + a·f(...): small = slow units (auto: chosen by the ridge learner)")
+        "auto", description="a in h ← (1-a)h + a·f(...): small = slow units (auto: chosen by the ridge learner)")
     activation: Literal["tanh", "sigmoid", "relu", "identity"] = Field("tanh", description="f")
     effective_radius: bool = Field(False, description="scale the leaky update's radius, not W's own")
     num_reservoirs: int = Field(1, ge=1, description="stacked layers (DeepESN), all read out")
@@ -581,8 +581,8 @@ def build_esn(input_size: int, num_classes: int, framewise: bool, *, members: in
     given = {"leak_rate": leak_rate, "spectral_radius": spectral_radius, "input_scaling": input_scaling}
     auto = [k for k, v in given.items() if v == "auto"]
     if auto and effective_radius and auto != ["input_scaling"]:
-        raise EchoesError("effective_radius needs a fixed leak_rate and spectral_radius (not auto) — set them, "
-                          "or effective_radius=false")
+        raise EchoesError("effective_radius needs a fixed leak_rate and spectral_radius (their default, auto, "
+                          "tunes them) — set both, e.g. model.leak_rate=0.3 model.spectral_radius=0.9")
     settings = {**given, **UNTUNED, "input_scaling": base_scaling}
     settings.update({k: float(v) for k, v in given.items() if v not in ("auto", None)})
     leak_rate, spectral_radius, input_scaling = (settings[k] for k in given)
