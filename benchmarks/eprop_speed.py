@@ -49,7 +49,8 @@ def measure(lengths: list[int], repeats: int, models: list[str]) -> str:
             continue
         for t in lengths:
             torch.manual_seed(0)
-            model = create_model(name, input_size=FEATURES, num_classes=CLASSES, framewise=False)
+            last = {"pooling": "last"} if name == "lstm" else {}  # e-prop reads the LSTM at its last step
+            model = create_model(name, input_size=FEATURES, num_classes=CLASSES, framewise=False, **last)
             x = torch.randn(BATCH, t, FEATURES)
             y, lens = torch.randint(0, CLASSES, (BATCH,)), torch.full((BATCH,), t)
 

@@ -334,8 +334,10 @@ CASES = [
     # --- several label heads, EPIC-KITCHENS ---------------------------------------------------
     ("heads-weights", T("model=mean_pool", "data=npz:{two_heads}", "train.head_weights=[1.0]", "train.epochs=1"),
      "train.head_weights has 1 values for 2 label heads \\(verb, noun\\) — give one weight per head"),
-    ("heads-eprop", T("model=lstm", "learner=eprop", "data=npz:{two_heads}", "train.epochs=1"),
+    ("heads-eprop", T("model=lstm", "model.pooling=last", "learner=eprop", "data=npz:{two_heads}", "train.epochs=1"),
      "learner=eprop trains one label head.* — use learner=gradient"),
+    ("eprop-pooled-lstm", T("model=lstm", "learner=eprop", "data=synthetic:motion", "train.epochs=1"),
+     "e-prop reads the LSTM out at its last step, not pooling=last_mean — set model.pooling=last"),
     ("epic-missing", T("data=epic100:{dir}/nowhere"), "EPIC_100_train.csv not found .* `echoes data make-epic ROOT`"),
     ("cli-make-epic-size", ["data", "make-epic", "{dir}", "--size", "12"], "--size must look like 96x64"),
     ("cli-make-epic-verbs", ["data", "make-epic", "{dir}", "--verbs", "1"], "verbs must be 2..8"),

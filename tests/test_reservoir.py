@@ -301,3 +301,22 @@ def test_auto_options_with_a_fixed_alpha_are_scored_at_that_alpha():
     fixed = esn(leak_rate=result.extra["esn_leak_rate"], seed=1)
     ridge.fit(fixed, ds, TrainConfig(), device=cpu, seed=0)
     torch.testing.assert_close(model.readout.weight, fixed.readout.weight)
+
+
+def test_auto_on_a_large_set_is_scored_on_a_subset_then_fitted_on_all():
+    """Beyond TUNE_MIN_ROWS sequences the candidates see a seeded subset (together about one harvest of
+    the whole set); the chosen reservoir's readout is the one a fixed build fits on all of it."""
+    from echoes.config import TrainConfig
+    from echoes.learners import create_learner
+    from echoes.learners.ridge import TUNE_MIN_ROWS, tuning_rows
+
+    ds, cpu = _motion_like(n=600), torch.device("cpu")
+    assert len(tuning_rows(ds.train, 0)) == TUNE_MIN_ROWS and tuning_rows(ds.val, 0) is not ds.val
+    assert tuning_rows(_motion_like(n=40).train, 0).lengths.shape == (40,)  # small: all of it
+    ridge = create_learner("ridge")
+    model = esn(leak_rate="auto", seed=1)
+    result = ridge.fit(model, ds, TrainConfig(), device=cpu, seed=0)
+    assert result.extra["tune_rows"] == TUNE_MIN_ROWS and result.history[0]["train_rows"] == 600
+    fixed = esn(leak_rate=result.extra["esn_leak_rate"], seed=1)
+    ridge.fit(fixed, ds, TrainConfig(), device=cpu, seed=0)
+    torch.testing.assert_close(model.readout.weight, fixed.readout.weight)

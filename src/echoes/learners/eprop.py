@@ -321,6 +321,9 @@ def _check_lstm(model: Recurrent) -> None:
     if model.rnn.num_layers != 1 or model.rnn.bidirectional:
         raise EchoesError("e-prop supports one-layer, one-directional LSTMs (model.num_layers=1) "
                           "— use learner=gradient for deeper ones")
+    if model.pooling != "last":  # its learning signal at step t is the readout's error at t
+        raise EchoesError(f"e-prop reads the LSTM out at its last step, not pooling={model.pooling} "
+                          "— set model.pooling=last")
 
 
 EPROP_RULES[LSNN] = (lsnn_eprop, _check_lsnn)
