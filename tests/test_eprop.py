@@ -72,7 +72,8 @@ def test_lsnn_eprop_equals_autodiff_with_detached_recurrent_spikes(batch, framew
 def test_lstm_eprop_equals_autodiff_with_detached_hidden_state(batch, framewise, chunk):
     x, lengths, y_frames, y_seq = batch
     y = y_frames if framewise else y_seq
-    model = create_model("lstm", input_size=4, num_classes=3, framewise=framewise, hidden_size=6, pooling="last").double()
+    model = create_model("lstm", input_size=4, num_classes=3, framewise=framewise, hidden_size=6,
+                         pooling="last").double()
     loss = lstm_detached_loss(model, x, lengths, y, 0.1)
     loss.backward()
     reference = grads(model)

@@ -129,7 +129,8 @@ def test_bad_multi_head_inputs(two_heads, tmp_path):
     with pytest.raises(EchoesError, match="add head_names"):
         train(model="mean_pool", data=f"npz:{tmp_path / 'nonames.npz'}", **{"tracking.enabled": False})
     with pytest.raises(EchoesError, match="learner=eprop trains one label head"):
-        train(model="lstm", learner="eprop", data=f"npz:{path}", **{"model.pooling": "last", "tracking.enabled": False, "train.epochs": 1})
+        train(model="lstm", learner="eprop", data=f"npz:{path}",
+              **{"model.pooling": "last", "tracking.enabled": False, "train.epochs": 1})
     r = train(model="mean_pool", data=f"npz:{path}", **{"tracking.enabled": False, "train.epochs": 1})
     with pytest.raises(EchoesError, match="noun label 'fork' is not a class"):
         r.model.score(xte[:1], np.array([["cut", "fork"]]))

@@ -22,8 +22,10 @@ def test_unknown_model_and_option_suggest_closest_names():
 def test_parameter_counts():
     model = create_model("lstm", input_size=3, num_classes=2, hidden_size=4)
     trainable, total = model.parameter_counts()
-    expected = 4 * (4 * 3 + 4 * 4 + 4 + 4) + (4 * 2 + 2)
+    expected = 4 * (4 * 3 + 4 * 4 + 4 + 4) + (2 * 4 * 2 + 2)  # the readout sees the last step and the mean
     assert trainable == total == expected
+    last = create_model("lstm", input_size=3, num_classes=2, hidden_size=4, pooling="last")
+    assert last.parameter_counts()[0] == expected - 4 * 2
 
 
 def test_deep_rnn_layer_count_is_checked():

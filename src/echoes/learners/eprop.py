@@ -258,6 +258,9 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
         return buffers[name]
 
     eps = torch.empty(0)  # ∂c/∂W through the cell state, gates i, f, g: [B,3H,I], carried from the first chunk on
+    # One label per sequence: the learning signal is zero until a sequence's last step, so a chunk where
+    # none ends only carries the traces forward (no readout, no share of the gradient).
+    ends = None if model.framewise else lengths.cpu()
     g_W = torch.zeros_like(W)
     g_out, g_b = torch.zeros_like(model.readout.weight), torch.zeros_like(model.readout.bias)
     loss, correct = x.new_zeros(()), x.new_zeros(())
@@ -277,6 +280,11 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
         torch.mul(gt, torch.addcmul(i, i, i, value=-1, out=tmp), out=local[:, :, 0])  # σ' = σ − σ²
         torch.mul(c_prev, torch.addcmul(fg, fg, fg, value=-1, out=tmp), out=local[:, :, 1])
         torch.mul(i, torch.mul(gt, gt, out=tmp).neg_().add_(1), out=local[:, :, 2])
+        if ends is not None and not bool(((ends > t0) & (ends <= t1)).any()):
+            if t1 < t_max:
+                eps = _carry_lstm_traces(local, fg, xh, eps, t0)
+            hs, c = h_n[0], c_n[0]
+            continue
         logits = model.readout(out)
         delta, step_loss, step_correct, _ = _score(model.framewise, logits, y, lengths, t0, t1, n_items, smoothing)
         loss += step_loss
@@ -287,10 +295,8 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
         u = reverse_scan(fg, lc)  # [B,K+1,H]
         if t0:
             g_W[: 3 * h] += torch.einsum("bj,bji->ji", u[:, 0].repeat(1, 3), eps)
-        if t1 < t_max:  # ε at the chunk's end (the last chunk's is not needed): products of forget gates
-            to_end = torch.cat([fg[:, 1:].flip(1).cumprod(1).flip(1), torch.ones_like(fg[:, :1])], 1)
-            eps = ((local[:, :, :3] * to_end[:, :, None]).flatten(2).transpose(1, 2) @ xh
-                   + (fg.prod(1).repeat(1, 3)[..., None] * eps if t0 else 0))
+        if t1 < t_max:  # ε at the chunk's end (the last chunk's is not needed)
+            eps = _carry_lstm_traces(local, fg, xh, eps, t0)
         local[:, :, :3] *= u[:, 1:, None]
         torch.mul(lo, torch.addcmul(tc, tc, o, value=-1, out=tmp), out=local[:, :, 3])  # the output gate: no trace
         g_W += local.flatten(2).flatten(0, 1).T @ xh.flatten(0, 1)
@@ -301,6 +307,14 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
     rnn.bias_ih_l0.grad, rnn.bias_hh_l0.grad = g_W[:, -1].clone(), g_W[:, -1].clone()
     model.readout.weight.grad, model.readout.bias.grad = g_out, g_b
     return loss / n_items, int(correct), n_items
+
+
+def _carry_lstm_traces(local: torch.Tensor, fg: torch.Tensor, xh: torch.Tensor, eps: torch.Tensor,
+                       t0: int) -> torch.Tensor:
+    """ε = ∂c/∂W (gates i, f, g) at a chunk's end from the one carried in: products of forget gates."""
+    to_end = torch.cat([fg[:, 1:].flip(1).cumprod(1).flip(1), torch.ones_like(fg[:, :1])], 1)
+    return ((local[:, :, :3] * to_end[:, :, None]).flatten(2).transpose(1, 2) @ xh
+            + (fg.prod(1).repeat(1, 3)[..., None] * eps if t0 else 0))
 
 
 Rule = Callable[..., Step]
