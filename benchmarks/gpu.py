@@ -44,9 +44,12 @@ from echoes.config import load_config
 from echoes.data.video.backbones import backbone_info, create_backbone
 from echoes.models import create_model
 
-# (label, model, overrides): every sequence model with its defaults.
+# (label, model, overrides): every sequence model with its defaults, and the earlier fixed reservoir
+# (before `auto` became the default) for comparison with the first GPU table.
+FIXED_RESERVOIR = ["model.leak_rate=0.1", "model.spectral_radius=0.9", "model.input_scaling=null"]
 SEQUENCE_MODELS = [
     ("esn (500 units)", "esn", []),
+    ("esn (500 units, fixed reservoir)", "esn", FIXED_RESERVOIR),
     ("esn (2000 units)", "esn", ["model.units=2000"]),
     ("deep_esn", "deep_esn", []),
     ("esn_ensemble", "esn_ensemble", []),

@@ -15,11 +15,11 @@ def test_gpu_benchmark_runs_small_on_cpu(tmp_path, monkeypatch):
     results = gpu.main(["--small", "--device", "cpu", "--out", str(tmp_path), "--tag", "t",
                         "--models", "esn", "lstm", "lmu_fft"])
     saved = json.loads((tmp_path / "gpu-t.json").read_text())
-    assert [r["model"] for r in saved["sequence"]] == ["esn (500 units)", "esn (2000 units)", "lstm",
-                                                       "lstm, batch 256", "lmu_fft"]
+    assert [r["model"] for r in saved["sequence"]] == ["esn (500 units)", "esn (500 units, fixed reservoir)",
+                                                       "esn (2000 units)", "lstm", "lstm, batch 256", "lmu_fft"]
     for row in saved["sequence"]:
         assert 0 <= row["test_accuracy"] <= 1 and row["train_s"] > 0 and row["inference_ms_per_seq"] > 0
-    assert saved["sequence"][0]["harvest_s"] > 0 and saved["sequence"][2]["harvest_s"] is None
+    assert saved["sequence"][0]["harvest_s"] > 0 and saved["sequence"][3]["harvest_s"] is None
     h = saved["harvest"]
     assert h["flops"] == h["steps"] * h["batch"] * (2 * h["units"] ** 2 + 2 * h["units"] * h["features"])
     assert h["bare_tflops"] > 0 and h["harvest_tflops"] > 0

@@ -81,7 +81,7 @@ register_model("lstm", options=RecurrentOptions, cell="lstm",
                doc="LSTM, trained by backpropagation through time.")(Recurrent)
 register_model("gru", options=RecurrentOptions, cell="gru",
                doc="GRU, trained by backpropagation through time.")(Recurrent)
-register_model("simple_rnn", options=RecurrentOptions, cell="lstm", hidden_size=256, pooling="last",
+register_model("simple_rnn", options=RecurrentOptions, cell="lstm", hidden_size=256,
                doc="The seed's SimpleRNN baseline: input → LSTM(256) → fully connected.")(Recurrent)
-register_model("deep_rnn", options=DeepRNNOptions, cell="lstm", hidden_size=256, dropout=0.3, pooling="last",
+register_model("deep_rnn", options=DeepRNNOptions, cell="lstm", hidden_size=256, dropout=0.3,
                doc="The seed's DeepRNN: 2–4 stacked LSTM layers with dropout between them.")(Recurrent)
