@@ -259,7 +259,8 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
 
     eps = torch.empty(0)  # ∂c/∂W through the cell state, gates i, f, g: [B,3H,I], carried from the first chunk on
     # One label per sequence: the learning signal is zero until a sequence's last step, so a chunk where
-    # none ends only carries the traces forward (no readout, no share of the gradient).
+    # none ends only carries the traces forward (no readout, no share of the gradient), and one where
+    # some end reads out only those (``_lstm_last_steps``).
     ends = None if model.framewise else lengths.cpu()
     g_W = torch.zeros_like(W)
     g_out, g_b = torch.zeros_like(model.readout.weight), torch.zeros_like(model.readout.bias)
@@ -280,7 +281,15 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
         torch.mul(gt, torch.addcmul(i, i, i, value=-1, out=tmp), out=local[:, :, 0])  # σ' = σ − σ²
         torch.mul(c_prev, torch.addcmul(fg, fg, fg, value=-1, out=tmp), out=local[:, :, 1])
         torch.mul(i, torch.mul(gt, gt, out=tmp).neg_().add_(1), out=local[:, :, 2])
-        if ends is not None and not bool(((ends > t0) & (ends <= t1)).any()):
+        if ends is not None:  # one label per sequence: only the last steps of those ending here count
+            rows = torch.nonzero((ends > t0) & (ends <= t1)).flatten()
+            if len(rows):
+                last = (ends[rows] - 1 - t0).to(x.device)
+                rows = rows.to(x.device)
+                step_loss, step_correct = _lstm_last_steps(model, rows, last, out, xh, local, fg, o, tc, eps, y,
+                                                           fb, n_items, smoothing, g_W, g_out, g_b, t0)
+                loss += step_loss
+                correct += step_correct
             if t1 < t_max:
                 eps = _carry_lstm_traces(local, fg, xh, eps, t0)
             hs, c = h_n[0], c_n[0]
@@ -307,6 +316,36 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
     rnn.bias_ih_l0.grad, rnn.bias_hh_l0.grad = g_W[:, -1].clone(), g_W[:, -1].clone()
     model.readout.weight.grad, model.readout.bias.grad = g_out, g_b
     return loss / n_items, int(correct), n_items
+
+
+def _lstm_last_steps(model: Recurrent, rows: torch.Tensor, last: torch.Tensor, out: torch.Tensor,
+                     xh: torch.Tensor, local: torch.Tensor, fg: torch.Tensor, o: torch.Tensor, tc: torch.Tensor,
+                     eps: torch.Tensor, y: torch.Tensor, fb: torch.Tensor, n_items: int, smoothing: float,
+                     g_W: torch.Tensor, g_out: torch.Tensor, g_b: torch.Tensor, t0: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradient's share of the sequences ``rows`` that end in this chunk, at chunk step ``last``
+    (one label per sequence): the learning signal exists at that step alone, so the reverse scan is a
+    product of forget gates and only those rows enter the products. Adds to g_W, g_out, g_b in place;
+    returns (summed loss, correct predictions)."""
+    h = fg.shape[-1]
+    out_r = out[rows, last]
+    logits = model.readout(out_r)
+    delta, loss = _error_signals(logits, y[rows], torch.ones_like(rows, dtype=torch.bool), n_items, smoothing)
+    o_r, tc_r = o[rows, last], tc[rows, last]
+    lo = (delta @ fb) * o_r  # the learning signal times ∂h/∂tanh(c)
+    lc = lo - lo * tc_r * tc_r  # through c
+    # u_s = lc · Π_{q=s+1..last} f_q for s ≤ last (else 0): weights of the chunk's ε contributions
+    before = (torch.arange(fg.shape[1], device=fg.device)[None, :] <= last[:, None])[..., None]  # [R,K,1]
+    f_r = torch.where(before, fg[rows], 1.0)
+    tail = torch.cat([f_r[:, 1:].flip(1).cumprod(1).flip(1), torch.ones_like(f_r[:, :1])], 1)
+    if t0:  # the ε carried in, weighted by the product of every forget gate up to the last step
+        g_W[: 3 * h] += torch.einsum("bj,bji->ji", (lc * f_r.prod(1)).repeat(1, 3), eps[rows])
+    part = local[rows, :, :3] * (lc[:, None] * tail * before)[:, :, None]  # [R,K,3,H]
+    g_W[: 3 * h] += part.flatten(2).flatten(0, 1).T @ xh[rows].flatten(0, 1)
+    g_W[3 * h :] += (lo * tc_r * (1 - o_r)).T @ xh[rows, last]  # the output gate: no trace
+    g_out += delta.T @ out_r
+    g_b += delta.sum(0)
+    return loss, (logits.argmax(-1) == y[rows]).sum()
 
 
 def _carry_lstm_traces(local: torch.Tensor, fg: torch.Tensor, xh: torch.Tensor, eps: torch.Tensor,
