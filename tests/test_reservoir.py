@@ -320,3 +320,18 @@ def test_auto_on_a_large_set_is_scored_on_a_subset_then_fitted_on_all():
     fixed = esn(leak_rate=result.extra["esn_leak_rate"], seed=1)
     ridge.fit(fixed, ds, TrainConfig(), device=cpu, seed=0)
     torch.testing.assert_close(model.readout.weight, fixed.readout.weight)
+
+
+def test_echoes_train_says_which_reservoir_auto_chose(tmp_path, monkeypatch, capsys):
+    from echoes.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "model=esn", "model.units=30", "data=synthetic:motion", "data.n_train=40", "data.n_test=20",
+            "tracking=false", "--json", "r.json"]
+    assert main(args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("reservoir: "))
+    out = json.loads((tmp_path / "r.json").read_text())
+    assert f"leak_rate {out['esn_leak_rate']:.3g}" in line and "tuned over 8 candidates on 32 training" in line
+    assert main([*args[:2], "model.leak_rate=0.3", "model.spectral_radius=0.9", "model.input_scaling=null",
+                 *args[2:]]) == 0
+    assert "reservoir: " not in capsys.readouterr().out  # nothing was tuned
