@@ -16,7 +16,7 @@ depth) on cnn_transformer, whose transformer drops each layer's residual branche
 training (``models.attention``); an LSTM has no residual branch to drop, so cnn_lstm has none.
 
 Padded frames never change an output: the per-frame CNN sees valid frames only,
-the LSTM reads each clip's last valid step, the transformer masks padded keys,
+the LSTM reads each clip's valid steps only (its last one and their mean), the transformer masks padded keys,
 and R(2+1)D runs clips of each length separately. In evaluation, batches are
 cut into small chunks so a large ``train.eval_batch_size`` does not exhaust memory.
 """
