@@ -286,8 +286,10 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
             if len(rows):
                 last = (ends[rows] - 1 - t0).to(x.device)
                 rows = rows.to(x.device)
-                step_loss, step_correct = _lstm_last_steps(model, rows, last, out, xh, local, fg, o, tc, eps, y,
-                                                           fb, n_items, smoothing, g_W, g_out, g_b, t0)
+                grads, step_loss, step_correct = _lstm_last_steps(
+                    model, rows, last, out, xh, local, (fg, o, tc), eps if t0 else None, y, fb, n_items, smoothing)
+                for total, part in zip((g_W, g_out, g_b), grads, strict=True):
+                    total += part
                 loss += step_loss
                 correct += step_correct
             if t1 < t_max:
@@ -319,14 +321,15 @@ def lstm_eprop(model: Recurrent, x: torch.Tensor, lengths: torch.Tensor, y: torc
 
 
 def _lstm_last_steps(model: Recurrent, rows: torch.Tensor, last: torch.Tensor, out: torch.Tensor,
-                     xh: torch.Tensor, local: torch.Tensor, fg: torch.Tensor, o: torch.Tensor, tc: torch.Tensor,
-                     eps: torch.Tensor, y: torch.Tensor, fb: torch.Tensor, n_items: int, smoothing: float,
-                     g_W: torch.Tensor, g_out: torch.Tensor, g_b: torch.Tensor, t0: int
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gradient's share of the sequences ``rows`` that end in this chunk, at chunk step ``last``
-    (one label per sequence): the learning signal exists at that step alone, so the reverse scan is a
-    product of forget gates and only those rows enter the products. Adds to g_W, g_out, g_b in place;
-    returns (summed loss, correct predictions)."""
+                     xh: torch.Tensor, local: torch.Tensor, gates: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                     eps: torch.Tensor | None, y: torch.Tensor, fb: torch.Tensor, n_items: int, smoothing: float
+                     ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The share of the gradient (of W, the readout's weight and bias) of the sequences ``rows`` that end
+    in this chunk, at chunk step ``last`` (one label per sequence), with their summed loss and correct
+    predictions. The learning signal exists at that step alone, so the reverse scan is a product of
+    forget gates and only those rows enter the products. ``gates``: the forget gate, output gate and
+    tanh(c) of every step; ``eps``: the traces carried into the chunk (None in the first)."""
+    fg, o, tc = gates
     h = fg.shape[-1]
     out_r = out[rows, last]
     logits = model.readout(out_r)
@@ -338,14 +341,13 @@ def _lstm_last_steps(model: Recurrent, rows: torch.Tensor, last: torch.Tensor, o
     before = (torch.arange(fg.shape[1], device=fg.device)[None, :] <= last[:, None])[..., None]  # [R,K,1]
     f_r = torch.where(before, fg[rows], 1.0)
     tail = torch.cat([f_r[:, 1:].flip(1).cumprod(1).flip(1), torch.ones_like(f_r[:, :1])], 1)
-    if t0:  # the ε carried in, weighted by the product of every forget gate up to the last step
-        g_W[: 3 * h] += torch.einsum("bj,bji->ji", (lc * f_r.prod(1)).repeat(1, 3), eps[rows])
+    g_W = torch.empty(4 * h, xh.shape[-1], dtype=xh.dtype, device=xh.device)
     part = local[rows, :, :3] * (lc[:, None] * tail * before)[:, :, None]  # [R,K,3,H]
-    g_W[: 3 * h] += part.flatten(2).flatten(0, 1).T @ xh[rows].flatten(0, 1)
-    g_W[3 * h :] += (lo * tc_r * (1 - o_r)).T @ xh[rows, last]  # the output gate: no trace
-    g_out += delta.T @ out_r
-    g_b += delta.sum(0)
-    return loss, (logits.argmax(-1) == y[rows]).sum()
+    g_W[: 3 * h] = part.flatten(2).flatten(0, 1).T @ xh[rows].flatten(0, 1)
+    if eps is not None:  # the ε carried in, weighted by the product of every forget gate up to the last step
+        g_W[: 3 * h] += torch.einsum("bj,bji->ji", (lc * f_r.prod(1)).repeat(1, 3), eps[rows])
+    g_W[3 * h :] = (lo * tc_r * (1 - o_r)).T @ xh[rows, last]  # the output gate: no trace
+    return (g_W, delta.T @ out_r, delta.sum(0)), loss, (logits.argmax(-1) == y[rows]).sum()
 
 
 def _carry_lstm_traces(local: torch.Tensor, fg: torch.Tensor, xh: torch.Tensor, eps: torch.Tensor,

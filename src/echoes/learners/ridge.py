@@ -283,7 +283,7 @@ class RidgeLearner:
         of the best λ, ties by squared error. The best candidate's reservoir (``model.retune``) is kept,
         with its readout, refitted on all the data when the candidates saw only part of it."""
         t0 = time.perf_counter()
-        scored = replace(data, train=tuning_rows(data.train, seed), val=tuning_rows(data.val, seed))
+        subset = replace(data, train=tuning_rows(data.train, seed), val=tuning_rows(data.val, seed))
         scores: dict[tuple, tuple[float, float]] = {}
         best: tuple | None = None  # (score, settings, readout state, metrics, extra)
         for name, values in tunable.items():
@@ -294,19 +294,19 @@ class RidgeLearner:
                 if key in scores:
                     continue
                 model.retune(**settings)
-                metrics, extra, scores[key] = self._fit_readout(model, scored, train, device, scored=True)
+                metrics, extra, scores[key] = self._fit_readout(model, subset, train, device, scored=True)
                 if best is None or scores[key] > best[0]:
                     readout = {k: v.clone() for k, v in model.readout.state_dict().items()}
                     best = (scores[key], settings, readout, metrics, extra)
         _, settings, readout, metrics, extra = best
         model.retune(**settings)
         tune_seconds = time.perf_counter() - t0
-        if len(scored.train) < len(data.train) or len(scored.val) < len(data.val):
+        if len(subset.train) < len(data.train) or len(subset.val) < len(data.val):
             metrics, extra, _ = self._fit_readout(model, data, train, device, scored=True)
         else:
             model.readout.load_state_dict(readout)
         chosen = {f"esn_{k}": float(v) for k, v in settings.items()}
-        tuned = {"tune_candidates": len(scores), "tune_rows": len(scored.train)}
+        tuned = {"tune_candidates": len(scores), "tune_rows": len(subset.train)}
         return {**metrics, **chosen, **tuned, "tune_seconds": tune_seconds}, {**extra, **chosen, **tuned}
 
     def _fit_readout(self, model: SequenceModel, data: Dataset, train: TrainConfig, device: torch.device,
