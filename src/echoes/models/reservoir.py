@@ -31,8 +31,15 @@ from ..errors import EchoesError, unknown
 from . import Options, register_model
 from .base import AveragedReadout, SequenceModel, reverse_valid
 
+
+def tanh_(z: torch.Tensor) -> torch.Tensor:
+    """tanh in place. On CPU as 2σ(2z) − 1, equal to float32 rounding (2e-7) and 3× faster there: this
+    torch's CPU tanh takes 2.2 ns an element, its sigmoid 0.3 (BENCHMARKS.md). CUDA's tanh is fast."""
+    return z.tanh_() if z.is_cuda else z.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "tanh": torch.tanh_,
+    "tanh": tanh_,
     "sigmoid": torch.sigmoid_,
     "relu": torch.relu_,
     "identity": lambda z: z,
