@@ -41,9 +41,10 @@ def test_ridge_on_two_ranks_equals_one_process(run_dir, tiny_npz):
     one, two = echoes.load_model(run_dir / "one"), echoes.load_model(run_dir / "two")
     w1, w2 = one.module.readout.weight.detach(), two.module.readout.weight.detach()
     assert torch.count_nonzero(w1) > 0
-    # float32 features summed in another order: equal to rounding (weights reach ~3 with a tuned radius)
-    torch.testing.assert_close(w2, w1, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(two.module.readout.bias.detach(), one.module.readout.bias.detach(), atol=1e-6, rtol=1e-6)
+    # float32 features summed in another order, then a solve at a small λ (~1e-4) that amplifies the
+    # rounding: equal to 1e-4 relative (a rank counting rows twice would move them by far more)
+    torch.testing.assert_close(w2, w1, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(two.module.readout.bias.detach(), one.module.readout.bias.detach(), atol=1e-5, rtol=1e-4)
     # λ follows the scale of the summed statistics: a rank counting rows twice would double it; the `auto`
     # reservoir settings are chosen alike
     out = [json.loads((run_dir / f"{n}.json").read_text()) for n in ("one", "two")]
