@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -55,9 +56,11 @@ class Recurrent(SequenceModel):
         h, _ = self.rnn(x)
         return self.dropout(self.read(self.pick(h, lengths), lambda: masked_mean(h, lengths)))
 
-    def read(self, last: torch.Tensor, mean: object) -> torch.Tensor:
+    def read(self, last: torch.Tensor, mean: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The readout's input from the last output and (called only when needed) the mean over steps."""
-        return {"last": lambda: last, "mean": mean, "last_mean": lambda: torch.cat([last, mean()], -1)}[self.pooling]()
+        if self.pooling == "last":
+            return last
+        return mean() if self.pooling == "mean" else torch.cat([last, mean()], -1)
 
     def init_state(self, batch: int, window: int | None = None, stride: int = 1) -> tuple:  # noqa: ARG002
         return None, 0.0, 0  # the torch layer's own zero state, the sum of the outputs so far, steps seen
