@@ -95,7 +95,7 @@ def test_builds_with_its_defaults(name):
         assert not option.required, f"{name}.{option.name} has no default"
 
 
-@pytest.mark.parametrize(("name", "options", "framewise"), padding_cases())
+@pytest.mark.parametrize(("name", "options", "framewise"), list(padding_cases()))
 def test_padding_never_changes_an_output(name, options, framewise):
     torch.manual_seed(0)
     model = build(name, framewise=framewise, **options).eval()

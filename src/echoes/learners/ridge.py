@@ -27,6 +27,7 @@ rows on every rank (the primal identity needs no row index, only the shared sums
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -137,18 +138,24 @@ class _Block:
         if self.dual:
             s, u = torch.linalg.eigh(self.xc @ self.xc.T)
             self.s, self.v, self.q = s.clamp(min=0), u, u.T @ self.yc
-            self.proj = self.xc.T @ u  # feature space → eigenbasis
         else:
             s, v = torch.linalg.eigh(self.cxx)
             self.s, self.v, self.q = s.clamp(min=0), v, v.T @ self.cxy
-            self.proj = v
+
+    def _to_eigenbasis(self, x: torch.Tensor) -> torch.Tensor:
+        """Centred rows [m, d] in the eigenbasis [m, r] (dual: through the training rows, never forming
+        the [d, n] map XcᵀU)."""
+        if self.dual:
+            return (x @ self.xc.T) @ self.v
+        return x @ self.v
 
     def coef(self, alpha: float) -> torch.Tensor:
-        return self.proj @ (self.q / (self.s + alpha)[:, None])
+        scaled = self.q / (self.s + alpha)[:, None]
+        return self.xc.T @ (self.v @ scaled) if self.dual else self.v @ scaled
 
     def predict(self, x: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
         """[G, m, C] predictions of the model fitted with each λ, for new rows x."""
-        z = (x[:, self.start:self.stop].double() - self.mx) @ self.proj
+        z = self._to_eigenbasis(x[:, self.start:self.stop].double() - self.mx)
         return z @ (self.q[None] / (self.s[None, :, None] + alphas[:, None, None])) + self.my  # no [G, m, k] tensor
 
     def loo(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, alphas: torch.Tensor
@@ -160,7 +167,7 @@ class _Block:
             fitted = u @ (shrink[:, :, None] * self.q[None]) + self.my
             hat = 1.0 / self.n + (u * u) @ shrink.T  # [m, G]
         else:  # hat matrix 11ᵀ/n + Xc (C + λI)⁻¹ Xcᵀ
-            z = (x[:, self.start:self.stop].double() - self.mx) @ self.v
+            z = self._to_eigenbasis(x[:, self.start:self.stop].double() - self.mx)
             inv = 1.0 / (self.s[None, :] + alphas[:, None])
             fitted = z @ (inv[:, :, None] * self.q[None]) + self.my
             hat = 1.0 / self.n + (z * z) @ inv.T
@@ -206,14 +213,13 @@ def _spd_solve(a: torch.Tensor, alpha: float, b: torch.Tensor) -> torch.Tensor:
     return v[:, keep] @ ((v[:, keep].T @ b) / s[keep, None])
 
 
-def tuning_rows(seqs: Sequences, seed: int) -> Sequences:
-    """The sequences ``auto`` candidates are scored on: all of them up to TUNE_MIN_ROWS, else a seeded
-    random 1/TUNE_SHARE of them (at least TUNE_MIN_ROWS), in their order."""
-    n = len(seqs)
+def tuning_rows(n: int, seed: int) -> np.ndarray:
+    """Which of n sequences ``auto`` candidates are scored on: all of them up to TUNE_MIN_ROWS, else a
+    seeded random 1/TUNE_SHARE of them (at least TUNE_MIN_ROWS), in their order."""
     keep = max(TUNE_MIN_ROWS, -(-n // TUNE_SHARE))
     if keep >= n:
-        return seqs
-    return seqs.subset(np.sort(np.random.default_rng(seed).choice(n, keep, replace=False)))
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, keep, replace=False))
 
 
 @register_learner("ridge")
@@ -271,7 +277,7 @@ class RidgeLearner:
         if tunable:
             metrics, extra = self._tune(model, tunable, data, train, device, seed)
         else:
-            metrics, extra, _ = self._fit_readout(model, data, train, device)
+            metrics, extra, *_ = self._fit_readout(model, data, train, device)
         if on_epoch is not None:
             on_epoch(1, metrics)
         return FitResult(history=[metrics], best_epoch=1, extra=extra)
@@ -281,11 +287,14 @@ class RidgeLearner:
         """A model's ``auto`` settings, one at a time (coordinate search, in ``tunable``'s order, from the
         best so far): each candidate harvested once on :func:`tuning_rows` and scored as λ is — accuracy
         of the best λ, ties by squared error. The best candidate's reservoir (``model.retune``) is kept,
-        with its readout, refitted on all the data when the candidates saw only part of it."""
+        with its readout, refitted on all the data when the candidates saw only part of it (the rows they
+        saw are not harvested again)."""
         t0 = time.perf_counter()
-        subset = replace(data, train=tuning_rows(data.train, seed), val=tuning_rows(data.val, seed))
+        rows, val_rows = tuning_rows(len(data.train), seed), tuning_rows(len(data.val), seed)
+        subset = replace(data, train=data.train.subset(rows) if len(rows) < len(data.train) else data.train,
+                         val=data.val.subset(val_rows) if len(val_rows) < len(data.val) else data.val)
         scores: dict[tuple, tuple[float, float]] = {}
-        best: tuple | None = None  # (score, settings, readout state, metrics, extra)
+        best: tuple | None = None  # (score, settings, readout state, metrics, extra, harvested features)
         for name, values in tunable.items():
             centre = dict(best[1] if best else model.settings)
             for value in values:
@@ -294,15 +303,19 @@ class RidgeLearner:
                 if key in scores:
                     continue
                 model.retune(**settings)
-                metrics, extra, scores[key] = self._fit_readout(model, subset, train, device, scored=True)
+                metrics, extra, scores[key], features = self._fit_readout(model, subset, train, device,
+                                                                          scored=True)
                 if best is None or scores[key] > best[0]:
                     readout = {k: v.clone() for k, v in model.readout.state_dict().items()}
-                    best = (scores[key], settings, readout, metrics, extra)
-        _, settings, readout, metrics, extra = best
+                    best = (scores[key], settings, readout, metrics, extra, features)
+        _, settings, readout, metrics, extra, features = best
         model.retune(**settings)
         tune_seconds = time.perf_counter() - t0
-        if len(subset.train) < len(data.train) or len(subset.val) < len(data.val):
-            metrics, extra, _ = self._fit_readout(model, data, train, device, scored=True)
+        if len(rows) < len(data.train) or len(val_rows) < len(data.val):
+            rest = np.setdiff1d(np.arange(len(data.train)), rows) if features is not None else None
+            rest_data = data if rest is None else replace(data, train=data.train.subset(rest))
+            metrics, extra, *_ = self._fit_readout(model, rest_data, train, device, scored=True,
+                                                   harvested=features or [])
         else:
             model.readout.load_state_dict(readout)
         chosen = {f"esn_{k}": float(v) for k, v in settings.items()}
@@ -310,10 +323,13 @@ class RidgeLearner:
         return {**metrics, **chosen, **tuned, "tune_seconds": tune_seconds}, {**extra, **chosen, **tuned}
 
     def _fit_readout(self, model: SequenceModel, data: Dataset, train: TrainConfig, device: torch.device,
-                     scored: bool = False) -> tuple[dict[str, float], dict[str, object], tuple[float, float]]:
+                     scored: bool = False, harvested: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+                     ) -> tuple[dict[str, float], dict[str, object], tuple[float, float], list | None]:
         """Harvest, solve, write the readout: (metrics, extra, score — the selection's (accuracy,
         -squared error); (0, 0) with a fixed λ unless ``scored``: then it is scored at that λ alone,
-        as tuning ``auto`` options needs)."""
+        as tuning ``auto`` options needs —, and the (features, labels) batches of the training rows when
+        they were kept in memory, else None). ``harvested``: such batches of more training rows, already
+        computed by this model, fitted with ``data.train``'s."""
         blocks = [_Block(a, b, lin, device) for a, b, lin in readout_blocks(model.readout)]
         bs = self.batch_size or train.eval_batch_size
         t0 = time.perf_counter()
@@ -325,7 +341,7 @@ class RidgeLearner:
         train_rows = data.train
         if distributed.active():
             train_rows = train_rows.subset(distributed.shard(np.arange(len(train_rows))))
-        cache = self._accumulate(model, train_rows, blocks, bs, device)
+        cache = self._accumulate(model, train_rows, blocks, bs, device, harvested or [])
         if distributed.active():
             for block in blocks:
                 block.all_reduce()
@@ -374,7 +390,7 @@ class RidgeLearner:
         metrics.update(ridge_alpha=alpha, harvest_seconds=harvest_seconds,
                        solve_seconds=time.perf_counter() - t0 - harvest_seconds, train_rows=float(n),
                        features=float(sum(b.stop - b.start for b in blocks)))
-        return metrics, extra, score
+        return metrics, extra, score, cache
 
     def _onehot(self, y: torch.Tensor, blocks: list[_Block]) -> torch.Tensor:  # noqa: ARG002
         """Targets: one-hot, or every label head's one-hot side by side (all heads in one solve)."""
@@ -394,13 +410,14 @@ class RidgeLearner:
             extra[key] = metrics[key] = temperature
 
     def _accumulate(self, model: SequenceModel, seqs: Sequences, blocks: list[_Block], batch_size: int,
-                    device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """One pass over the training rows: kept in memory while they fit in ``cache_mb``
-        (returned), else streamed into the blocks' sums (None returned)."""
+                    device: torch.device, harvested: list[tuple[torch.Tensor, torch.Tensor]]
+                    ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """One pass over the training rows (after the ``harvested`` batches): kept in memory while they fit
+        in ``cache_mb`` (returned), else streamed into the blocks' sums (None returned)."""
         # Under torchrun the sums are what the ranks share: stream into them from the start.
         cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None if distributed.active() else []
         cached_bytes = 0
-        for feats, y in self._batches(model, seqs, batch_size, device, "harvest"):
+        for feats, y in itertools.chain(harvested, self._batches(model, seqs, batch_size, device, "harvest")):
             if cache is not None:
                 cache.append((feats, y))
                 cached_bytes += feats.numel() * feats.element_size()

@@ -55,7 +55,7 @@ ARPACK_MIN_UNITS = 32
 # up; measured by benchmarks/esn_harvest.py (see BENCHMARKS.md).
 SPARSE_MAX_CONNECTIVITY = 0.1
 SPARSE_MIN_UNITS = 200
-TIME_CHUNK = 64  # steps whose input projection is computed in one product
+TIME_CHUNK = 16  # steps whose input projection is computed in one product
 # On CUDA a chunk of steps is captured as a CUDA graph up to this many state values (units × batch):
 # there a step is a few microseconds of work, less than launching its kernels from Python.
 GRAPH_MAX_ELEMENTS = 1 << 19
@@ -321,28 +321,35 @@ class _Pooled:
         self.chunks: list[torch.Tensor] = []
 
     def add(self, chunk: torch.Tensor, t0: int) -> None:
+        """Pool a chunk [C, D, k] of steps from t0 on: the first k ≤ B sequences (those still running)."""
         spec = self.spec
-        c, d, b = chunk.shape
+        c, d, k = chunk.shape
+        b = len(spec.lengths)
         if spec.framewise:
-            self.chunks.append(chunk.permute(2, 0, 1).float())  # [B, C, D]
+            frames = chunk.permute(2, 0, 1).float()  # [k, C, D]
+            if k < b:  # the finished sequences' frames are padding: zeros
+                frames = torch.cat([frames, frames.new_zeros(b - k, c, d)])
+            self.chunks.append(frames)
             return
         if spec.mean:
             if spec.first_full <= t0 and t0 + c <= spec.last_full:
                 part = chunk.sum(0)  # [D, B]
             else:
                 t = torch.arange(t0, t0 + c, device=chunk.device)[:, None]
-                w = (t >= spec.start[None, :]) & (t < spec.lengths[None, :])
+                w = (t >= spec.start[None, :k]) & (t < spec.lengths[None, :k])
                 if chunk.is_cuda:
                     part = (chunk * w[:, None, :]).sum(0)
-                else:  # step by step: on CPU the [C, D, B] temporary costs 10× more (fresh memory)
+                else:  # step by step: on CPU the [C, D, k] temporary costs 10× more (fresh memory)
                     part, w = torch.zeros_like(chunk[0]), w.to(chunk.dtype)
                     for state, weight in zip(chunk, w, strict=True):
                         part.addcmul_(state, weight)
-            self.sum = part if self.sum is None else self.sum + part
+            if self.sum is None:
+                self.sum = chunk.new_zeros(d, b)
+            self.sum[:, :k] += part
         if spec.picks is not None:
             if self.picked is None:
                 self.picked = chunk.new_zeros(len(spec.picks), b, d)
-            found = spec.picks_in(t0, c)
+            found = spec.picks_in(t0, c)  # only running sequences end in this chunk: b_idx < k
             if found is not None:
                 s_idx, b_idx, local = found
                 self.picked[s_idx, b_idx] = chunk[local, :, b_idx]
@@ -519,11 +526,14 @@ class EchoStateNetwork(SequenceModel):
                 pooled = [spec.new() for _ in layers]
                 states = [x.new_zeros(layer.units, b) for layer in layers]
                 for t0 in range(0, t_max, TIME_CHUNK):
-                    z = xs[:, t0:t0 + TIME_CHUNK].permute(1, 2, 0)  # [C, F, B]
+                    k = active[t0]  # a chunk runs only the sequences still running at its start
+                    z = xs[:k, t0:t0 + TIME_CHUNK].permute(1, 2, 0)  # [C, F, k]
                     if self.concat_input and not backward and m == 0:
                         inputs.add(z, t0)
-                    for layer, h, pool in zip(layers, states, pooled, strict=True):
-                        z = layer.run(layer.drive(z), h, active[t0:t0 + TIME_CHUNK])
+                    for i, (layer, pool) in enumerate(zip(layers, pooled, strict=True)):
+                        if states[i].shape[1] > k:  # the others' features are pooled: drop their states
+                            states[i] = states[i][:, :k].contiguous()
+                        z = layer.run(layer.drive(z), states[i], active[t0:t0 + TIME_CHUNK])
                         pool.add(z, t0)
                 per_member[m].extend(pooled)
         blocks = []
