@@ -24,6 +24,14 @@ class RecurrentOptions(Options):
         "steps, or both (framewise tasks: every step's)")
 
 
+class LSTMOptions(RecurrentOptions):
+    """The LSTM cells' options."""
+
+    forget_bias: float = Field(
+        1.0, description="added to the forget gates' initial bias: 1 keeps the cells' memory at the start of "
+        "training (Jozefowicz et al. 2015; Keras's unit_forget_bias); 0 is torch's init")
+
+
 LSTM_LR = 1e-3  # the LSTM's train.lr=auto
 
 
@@ -35,7 +43,7 @@ class Recurrent(SequenceModel):
     family = "recurrent"
 
     def __init__(self, input_size: int, num_classes: int, framewise: bool, *, cell: Literal["rnn", "lstm", "gru"],
-                 hidden_size: int, num_layers: int, dropout: float, pooling: str) -> None:
+                 hidden_size: int, num_layers: int, dropout: float, pooling: str, forget_bias: float = 0.0) -> None:
         super().__init__(input_size, num_classes, framewise)
         if cell == "lstm":  # measured on 7 sets: +7 to +17 points on GunPoint, ArrowHead, recall (BENCHMARKS.md)
             self.default_lr = LSTM_LR
@@ -47,6 +55,10 @@ class Recurrent(SequenceModel):
             batch_first=True,
             dropout=dropout if num_layers > 1 else 0.0,
         )
+        if cell == "lstm":  # gates i, f, g, o
+            with torch.no_grad():
+                for k in range(num_layers):
+                    getattr(self.rnn, f"bias_ih_l{k}")[hidden_size:2 * hidden_size] += forget_bias
         self.dropout = nn.Dropout(dropout)
         self.pooling = "last" if framewise else pooling
         self.readout = nn.Linear(hidden_size * (2 if self.pooling == "last_mean" else 1), num_classes)
@@ -72,7 +84,7 @@ class Recurrent(SequenceModel):
         return self.readout(self.dropout(self.read(h[:, 0], lambda: total / seen))), (rnn_state, total, seen)
 
 
-class DeepRNNOptions(RecurrentOptions):
+class DeepRNNOptions(LSTMOptions):
     """The seed's DeepRNN keeps 2–4 layers."""
 
     num_layers: int = Field(3, ge=2, le=4, description="stacked LSTM layers")
@@ -80,11 +92,11 @@ class DeepRNNOptions(RecurrentOptions):
 
 register_model("rnn", options=RecurrentOptions, cell="rnn",
                doc="Elman RNN (tanh), trained by backpropagation through time.")(Recurrent)
-register_model("lstm", options=RecurrentOptions, cell="lstm",
+register_model("lstm", options=LSTMOptions, cell="lstm",
                doc="LSTM, trained by backpropagation through time.")(Recurrent)
 register_model("gru", options=RecurrentOptions, cell="gru",
                doc="GRU, trained by backpropagation through time.")(Recurrent)
-register_model("simple_rnn", options=RecurrentOptions, cell="lstm", hidden_size=256,
+register_model("simple_rnn", options=LSTMOptions, cell="lstm", hidden_size=256,
                doc="The seed's SimpleRNN baseline: input → LSTM(256) → fully connected.")(Recurrent)
 register_model("deep_rnn", options=DeepRNNOptions, cell="lstm", hidden_size=256, dropout=0.3,
                doc="The seed's DeepRNN: 2–4 stacked LSTM layers with dropout between them.")(Recurrent)

@@ -36,7 +36,7 @@ from ..utils import require
 from . import Options, create_model, register_model
 from .attention import TransformerOptions
 from .base import SequenceModel, step_mask
-from .recurrent import RecurrentOptions
+from .recurrent import LSTMOptions
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -99,7 +99,7 @@ class FrameCNNOptions(Options):
     augment: bool = Field(True, description="augment each clip in training (flip, rotation, colour, erasing)")
 
 
-class CNNLSTMOptions(FrameCNNOptions, RecurrentOptions):
+class CNNLSTMOptions(FrameCNNOptions, LSTMOptions):
     hidden_size: int = Field(256, ge=1, description="LSTM units per layer")
 
 
