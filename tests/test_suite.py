@@ -169,3 +169,26 @@ def test_out_folder_of_another_suite_is_refused(run_dir, tiny_npz):
     with pytest.raises(EchoesError, match="--fresh starts over"):
         compare(str(suite), out_dir="cmp", fresh=True, **QUIET)
     assert len(_csv(run_dir / "cmp")) == 1  # nothing written was lost
+
+
+def test_runs_made_under_other_defaults_are_not_resumed(monkeypatch):
+    """A run's key holds every model and learner option with its default filled in: after a default changes
+    (a newer echoes), the same suite gets a new folder and runs again instead of reusing the old results."""
+    from dataclasses import replace
+
+    from echoes.config import load_config
+    from echoes.learners import LEARNERS
+    from echoes.models import MODELS
+    from echoes.run import run_key as checkpoint_key
+    from echoes.suite import run_key
+
+    cfg = load_config(None, ["model=deep_esn"])
+    before, ckpt = run_key(cfg), checkpoint_key(cfg, "deep_esn")
+    entry = MODELS.entry("deep_esn")
+    monkeypatch.setitem(MODELS._items, "deep_esn", replace(entry, defaults={**entry.defaults, "units": 301}))
+    assert run_key(cfg) != before and checkpoint_key(cfg, "deep_esn") != ckpt
+    assert run_key(load_config(None, ["model=deep_esn", "model.units=301"])) == run_key(cfg)  # set = default
+    ridge = LEARNERS.entry("ridge")
+    changed = run_key(cfg)
+    monkeypatch.setitem(LEARNERS._items, "ridge", replace(ridge, defaults={**ridge.defaults, "cache_mb": 1}))
+    assert run_key(cfg) != changed  # the model's default learner, resolved

@@ -154,12 +154,26 @@ def check_experiment(cfg: ExperimentConfig) -> None:
                           f"— set data.val_fraction > 0 (e.g. 0.2), or use learner=ridge with leave-one-out")
 
 
+def resolved_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as JSON, the model's and the learner's options completed by their defaults: what keys a
+    run (checkpoints, compare folders), so one made under other defaults (an older echoes) is not resumed."""
+    from .learners import LEARNERS
+
+    raw = cfg.model_dump(mode="json")
+    learner = cfg.learner.name or default_learner(cfg.model.name)
+    raw["model"] = {"name": cfg.model.name,
+                    **MODELS.check(cfg.model.name, cfg.model.options()).model_dump(mode="json")}
+    raw["learner"] = {"name": learner, **LEARNERS.check(learner, cfg.learner.options()).model_dump(mode="json")}
+    return raw
+
+
 def run_key(cfg: ExperimentConfig, label: str, experiment: str | None = None) -> str:
     """The name of a run's checkpoint folder: the same command gives the same key.
 
     ``<label>-seed<seed>-<hash>``, the hash over the whole config except ``tracking.*`` and the
     checkpoint settings, plus the MLflow experiment the run goes to."""
-    raw = cfg.model_dump(mode="json", exclude={"tracking": True, "train": {"checkpoint_every", "keep_checkpoints"}})
+    raw = resolved_config(cfg)
+    del raw["tracking"], raw["train"]["checkpoint_every"], raw["train"]["keep_checkpoints"]
     raw["experiment"] = experiment or cfg.tracking.experiment
     digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
     return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', label).strip('-')}-seed{cfg.seed}-{digest}"

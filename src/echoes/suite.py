@@ -39,7 +39,7 @@ import numpy as np
 
 from .config import ExperimentConfig, build_config, deep_merge, parse_overrides, read_config_file
 from .errors import EchoesError
-from .run import Metric, Tag
+from .run import Metric, Tag, resolved_config
 from .utils import atomic_write
 
 DEFAULT_SUITE = "quick"
@@ -207,8 +207,8 @@ CSV_KEYS = [
 
 
 def run_key(cfg: ExperimentConfig) -> str:
-    """A run's identity in its compare folder: a hash of its resolved config."""
-    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, default=str)
+    """A run's identity in its compare folder: a hash of its resolved config (defaults filled in)."""
+    text = json.dumps(resolved_config(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
