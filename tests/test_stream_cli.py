@@ -166,13 +166,15 @@ def test_ctrl_c_ends_cleanly_with_the_video_finalised(trained, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "echoes", "stream", str(model_dir), str(video), "--realtime",
                              "--out", str(out), "--timeline", str(tmp_path / "t.json")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
-    for _ in range(5):  # a few frames in (the file plays at its own 25 frames/s)
-        assert proc.stdout.readline()
+    # Two frames' lines, so one frame is written (the file plays at its own 25 frames/s for 10 s): on a loaded
+    # machine a stream that falls behind drops frames and prints only those it steps, so wait for few.
+    for _ in range(2):
+        assert json.loads(proc.stdout.readline())["frame"] >= 0
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr.decode()
     _, summary = lines_of(stdout.decode())
-    assert summary["interrupted"] and 5 <= summary["frames"] < 256
+    assert summary["interrupted"] and 2 <= summary["frames"] < 256, summary
     assert "interrupted" in stderr.decode()
     with av.open(str(out)) as written:
         assert sum(1 for _ in written.decode(video=0)) in (summary["frames"] - 1, summary["frames"])

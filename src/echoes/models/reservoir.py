@@ -55,7 +55,10 @@ ARPACK_MIN_UNITS = 32
 # up; measured by benchmarks/esn_harvest.py (see BENCHMARKS.md).
 SPARSE_MAX_CONNECTIVITY = 0.1
 SPARSE_MIN_UNITS = 200
-TIME_CHUNK = 16  # steps whose input projection is computed in one product
+TIME_CHUNK = 64  # steps whose input projection is computed in one product (on CUDA, one graph)
+# On CPU a chunk runs only the sequences still running at its start, so shorter chunks drop finished
+# ones sooner (BENCHMARKS.md, spoken digits). CUDA keeps whole batches and 64 steps: its graphs are per shape.
+CPU_TIME_CHUNK = 16
 # On CUDA a chunk of steps is captured as a CUDA graph up to this many state values (units × batch):
 # there a step is a few microseconds of work, less than launching its kernels from Python.
 GRAPH_MAX_ELEMENTS = 1 << 19
@@ -515,6 +518,7 @@ class EchoStateNetwork(SequenceModel):
         """Features of a batch sorted by decreasing length (``steps``, on the host), so running
         sequences are a prefix."""
         b, t_max, _ = x.shape
+        chunk = TIME_CHUNK if x.is_cuda else CPU_TIME_CHUNK
         active = (steps[None, :] > torch.arange(t_max)[:, None]).sum(1).tolist()
         spec = Pooling(steps, x.device, self.pooling, self.num_times, self.washout, self.framewise)
         lengths = spec.lengths
@@ -525,15 +529,15 @@ class EchoStateNetwork(SequenceModel):
             for m, layers in enumerate(self.members):
                 pooled = [spec.new() for _ in layers]
                 states = [x.new_zeros(layer.units, b) for layer in layers]
-                for t0 in range(0, t_max, TIME_CHUNK):
-                    k = active[t0]  # a chunk runs only the sequences still running at its start
-                    z = xs[:k, t0:t0 + TIME_CHUNK].permute(1, 2, 0)  # [C, F, k]
+                for t0 in range(0, t_max, chunk):
+                    k = b if x.is_cuda else active[t0]  # on CPU only the sequences running at the chunk's start
+                    z = xs[:k, t0:t0 + chunk].permute(1, 2, 0)  # [C, F, k]
                     if self.concat_input and not backward and m == 0:
                         inputs.add(z, t0)
                     for i, (layer, pool) in enumerate(zip(layers, pooled, strict=True)):
                         if states[i].shape[1] > k:  # the others' features are pooled: drop their states
                             states[i] = states[i][:, :k].contiguous()
-                        z = layer.run(layer.drive(z), states[i], active[t0:t0 + TIME_CHUNK])
+                        z = layer.run(layer.drive(z), states[i], active[t0:t0 + chunk])
                         pool.add(z, t0)
                 per_member[m].extend(pooled)
         blocks = []
