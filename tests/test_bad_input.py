@@ -269,6 +269,9 @@ CASES = [
     ("cli-units-fraction", T(*ESN, "model.units=10.5"), "model.units must be an integer >= 1, got 10.5"),
     ("cli-hidden-text", T("model=lstm", "model.hidden_size=abc"), "model.hidden_size must be an integer >= 1"),
     ("cli-hidden-negative", T("model=lstm", "model.hidden_size=-4"), "model.hidden_size must be .* got -4"),
+    ("cli-forget-bias-text", T("model=lstm", "model.forget_bias=abc"),
+     "model.forget_bias must be a number, got 'abc' \\(model 'lstm'\\) — e.g. model.forget_bias=1.0"),
+    ("cli-forget-bias-gru", T("model=gru", "model.forget_bias=1"), "model 'gru' has no option 'forget_bias'"),
     ("cli-radius-text", T(*ESN, "model.spectral_radius=abc"), "spectral_radius must be a number or one of auto"),
     ("cli-alpha-text", T(*ESN, "learner.alpha=abc"), "learner.alpha must be a number or null, got 'abc'"),
     # --- config files ---------------------------------------------------------------------
